@@ -1,0 +1,22 @@
+"""recbole-robust: robust and multimodal recommendation for RecBole.
+
+Importing the package registers its models, trainers and datasets with RecBole (``registry.py``), so
+``recbole.quick_start.run_recbole(model="VBPR", ...)`` works in any RecBole project.
+"""
+import warnings
+
+# Known, harmless warnings of the pinned stack that would otherwise fill every RecBole log:
+# pandas 2.2 about RecBole's inplace fillna, torch about RecBole's torch.cuda.amp calls, Ray 2.6.3
+# about pkg_resources.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*", category=UserWarning)
+
+from recbole_robust.errors import RecBoleRobustError  # noqa: E402
+from recbole_robust.registry import register  # noqa: E402
+
+register()
+
+from recbole_robust.quick_start import run_recbole_robust  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["RecBoleRobustError", "run_recbole_robust", "__version__"]

@@ -1,0 +1,8 @@
+"""The one exception type for bad user input (unknown names, bad files, invalid hyper-parameters).
+
+The CLI prints its message as a single line and exits with code 2; library callers can catch it.
+"""
+
+
+class RecBoleRobustError(ValueError):
+    """User-facing error whose message names the problem in one line."""

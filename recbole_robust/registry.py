@@ -1,0 +1,130 @@
+"""Plug recbole_robust into RecBole's own lookups (RecBole has no registry object).
+
+``register()`` runs once, when ``recbole_robust`` is imported:
+
+* **models**: ``recbole.utils.get_model(name)`` imports ``recbole.model.<submodule>.<name lower>``;
+  each plugin model module is placed in ``sys.modules`` under
+  ``recbole.model.general_recommender.<name lower>``, so RecBole finds it there;
+* **trainers**: ``recbole.utils.get_trainer`` looks up ``recbole.trainer.<Name>Trainer``; it is set to
+  the model's ``trainer_class`` (default ``RobustTrainer``);
+* **datasets**: ``recbole.data.create_dataset`` looks up ``recbole.data.dataset.<Name>Dataset``; it is
+  set to ``MultimodalDataset`` for models with ``needs_item_features = True``;
+* **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
+  defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
+  and ``dataset_configs/<dataset>.yaml``; ``Config._set_default_parameters`` is wrapped to build a
+  plugin dataset and point ``data_path`` at it (``data.prepare``).
+
+RecBole's installed files are never edited. Plugin names never shadow RecBole's built-in models.
+"""
+import functools
+import importlib
+import pkgutil
+import sys
+
+import recbole.data.dataset
+import recbole.trainer
+from recbole.config import Config
+from recbole.model.abstract_recommender import AbstractRecommender
+from recbole.trainer import Trainer
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_robust import resources
+from recbole_robust.data.dataset import MultimodalDataset
+from recbole_robust.data.prepare import prepare_dataset
+from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.trainer.trainer import RobustTrainer, SafeCheckpointMixin
+
+MODEL_PACKAGES = {"general_recommender": "recbole_robust.model.general_recommender"}
+_REGISTERED = False
+
+
+def plugin_models():
+    """``{name: class}`` of the plugin's models: one per module, module name = class name lower-cased."""
+    models = {}
+    for submodule, package_name in MODEL_PACKAGES.items():
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package_name}.{info.name}")
+            for obj in vars(module).values():
+                if (isinstance(obj, type) and issubclass(obj, AbstractRecommender)
+                        and obj.__module__ == module.__name__ and obj.__name__.lower() == info.name):
+                    models[obj.__name__] = obj
+    return models
+
+
+def _recbole_has_module(submodule, file_name):
+    spec = importlib.util.find_spec(f"recbole.model.{submodule}")
+    return any(info.name == file_name for info in pkgutil.iter_modules(spec.submodule_search_locations))
+
+
+def _hook_config():
+    original_internal = Config._load_internal_config_dict
+    original_defaults = Config._set_default_parameters
+
+    @functools.wraps(original_internal)
+    def load_internal_config_dict(self, model, model_class, dataset):
+        original_internal(self, model, model_class, dataset)
+        for path in (resources.overall_file(), resources.model_file(model)):
+            if path is not None:
+                self._update_internal_config_dict(str(path))
+        dataset_file = resources.dataset_file(dataset)
+        if dataset_file is not None:
+            added = self._update_internal_config_dict(str(dataset_file)) or {}
+            self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+
+    @functools.wraps(original_defaults)
+    def set_default_parameters(self):
+        original_defaults(self)
+        prepare_dataset(self)
+
+    Config._load_internal_config_dict = load_internal_config_dict
+    Config._set_default_parameters = set_default_parameters
+
+
+def register():
+    """Make every plugin model visible to RecBole's lookups (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    for name, cls in plugin_models().items():
+        submodule = "general_recommender"
+        if _recbole_has_module(submodule, name.lower()):
+            raise RecBoleRobustError(f"plugin model {name} would shadow RecBole's built-in model of that name")
+        sys.modules[f"recbole.model.{submodule}.{name.lower()}"] = sys.modules[cls.__module__]
+        setattr(recbole.trainer, f"{name}Trainer", getattr(cls, "trainer_class", RobustTrainer))
+        if getattr(cls, "needs_item_features", False):
+            setattr(recbole.data.dataset, f"{name}Dataset", MultimodalDataset)
+    _hook_config()
+    _REGISTERED = True
+
+
+def get_model(name):
+    """The model class of ``name`` (plugin or RecBole), or a one-line error listing the plugin models."""
+    try:
+        return recbole_get_model(name)
+    except ModuleNotFoundError as e:
+        # RecBole's lookup ends in exlib_recommender, whose package imports lightgbm and xgboost
+        if _recbole_has_module("exlib_recommender", name.lower()):
+            raise RecBoleRobustError(f"model {name} needs the package {e.name} (pip install {e.name})") from None
+    except ValueError:
+        pass
+    raise RecBoleRobustError(
+        f"unknown model '{name}': not a plugin model ({', '.join(sorted(plugin_models()))}) "
+        f"nor a RecBole model (names are case-sensitive, e.g. BPR, LightGCN, MultiVAE)"
+    )
+
+
+@functools.cache
+def _with_safe_checkpoints(trainer_class):
+    if trainer_class is Trainer:
+        return RobustTrainer
+    return type(f"Robust{trainer_class.__name__}", (SafeCheckpointMixin, trainer_class), {})
+
+
+def get_trainer(model_type, model_name):
+    """RecBole's trainer lookup, with safe checkpoints added to RecBole's own trainer classes."""
+    trainer_class = recbole_get_trainer(model_type, model_name)
+    if issubclass(trainer_class, SafeCheckpointMixin) or not issubclass(trainer_class, Trainer):
+        return trainer_class
+    return _with_safe_checkpoints(trainer_class)

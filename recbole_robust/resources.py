@@ -1,0 +1,58 @@
+"""Locate and read the YAML files that ship with the package (``properties/``, ``dataset_configs/``).
+
+Both folders are mapped into the package by setup.py, so ``importlib.resources`` finds them from an
+editable install and from a wheel alike. YAML is read with RecBole's loader, so values such as
+``1e-3`` are floats exactly as in RecBole's own config files.
+"""
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from recbole.config import Config
+
+
+def _folder(name):
+    try:
+        return resources.files(f"recbole_robust.{name}")
+    except ModuleNotFoundError:
+        # the package imported straight from a source checkout (e.g. ``python run_recbole_robust.py``
+        # in the repository root puts the checkout first on sys.path, ahead of the install's mapping)
+        return Path(__file__).resolve().parent.parent / name
+
+
+def _resource(folder, name):
+    path = _folder(folder).joinpath(name)
+    return path if path.is_file() else None
+
+
+def read_yaml(path):
+    loader = Config._build_yaml_loader(None)  # RecBole's loader; the method does not use self
+    with open(path, "r", encoding="utf-8") as f:
+        return yaml.load(f, Loader=loader) or {}
+
+
+def overall_file():
+    """Plugin-wide defaults (``properties/overall.yaml``)."""
+    return _resource("properties", "overall.yaml")
+
+
+def model_file(model_name):
+    """Default hyper-parameters of a plugin model (``properties/model/<Model>.yaml``), or ``None``."""
+    return _resource("properties", f"model/{model_name}.yaml")
+
+
+def dataset_file(dataset_name):
+    """The plugin's config of a dataset (``dataset_configs/<name>.yaml``), or ``None``."""
+    return _resource("dataset_configs", f"{dataset_name}.yaml")
+
+
+def dataset_config(dataset_name):
+    """The parsed plugin config of a dataset, or ``None`` for datasets the plugin does not build."""
+    path = dataset_file(dataset_name)
+    return read_yaml(str(path)) if path else None
+
+
+def dataset_names():
+    """Names of the datasets the plugin knows how to build."""
+    folder = _folder("dataset_configs")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
