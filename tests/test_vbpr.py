@@ -67,3 +67,27 @@ def test_vbpr_on_tiktok_two_modalities(fast):
     trainer, result = train({**fast, "epochs": 1, "train_batch_size": 4096}, dataset="tiktok")
     assert trainer.model.content_projection.in_features == 256
     assert result["recall@10"] >= 0
+
+
+def test_full_sort_scores_follow_parameter_and_feature_changes(fast):
+    from recbole.data.interaction import Interaction
+
+    config = make_config("VBPR", "ml-100k", config_dict=fast)
+    _, train_data, _, _ = load_data(config)
+    model = build_model(config, train_data).eval()
+    users = Interaction({"user_id": torch.tensor([1, 5])})
+
+    def reference():
+        gamma_i, content_i, bias_i = model.item_representation()
+        u = users["user_id"]
+        return (model.user_embedding(u) @ gamma_i.T + model.user_content_embedding(u) @ content_i.T + bias_i).view(-1)
+
+    with torch.no_grad():
+        first = model.full_sort_predict(users)
+        assert torch.allclose(first, reference())
+        model.content_projection.weight.mul_(2.0)  # an in-place update, as an optimiser step makes
+        second = model.full_sort_predict(users)
+        assert not torch.allclose(first, second) and torch.allclose(second, reference())
+        model.item_features = model.item_features + 0.5  # a new feature tensor, as a perturbation is
+        third = model.full_sort_predict(users)
+        assert not torch.allclose(second, third) and torch.allclose(third, reference())
