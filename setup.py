@@ -16,6 +16,7 @@ install_requires = [
     "pyarrow==17.0.0",  # pyarrow >= 18 needs numpy 2; Ray 2.6.3 imports it
     "setuptools>=70,<81",  # Ray 2.6.3 imports pkg_resources, removed in setuptools 81
     "torch_geometric==2.8.1",
+    "hyperopt==0.2.7",  # model-based search for Ray Tune (ray.tune.search.hyperopt)
     "scikit-learn>=1.3",
     "matplotlib>=3.8",
     "pyyaml>=6.0",
@@ -36,6 +37,7 @@ setup(
         "recbole_robust.model",
         "recbole_robust.model.general_recommender",
         "recbole_robust.trainer",
+        "recbole_robust.robustness",
         "recbole_robust.properties",
         "recbole_robust.dataset_configs",
     ],
@@ -47,7 +49,7 @@ setup(
         "recbole_robust.dataset_configs": "dataset_configs",
     },
     package_data={
-        "recbole_robust.properties": ["*.yaml", "model/*.yaml", "search/*.yaml"],
+        "recbole_robust.properties": ["*.yaml", "model/*.yaml", "presets/*.yaml", "search/*.yaml"],
         "recbole_robust.dataset_configs": ["*.yaml"],
     },
     install_requires=install_requires,

@@ -4,6 +4,7 @@ Bad input (unknown model or dataset, missing or malformed files, invalid values)
 ``error: ...`` on stderr and exits with code 2.
 """
 import argparse
+import os
 import sys
 
 from recbole_robust.errors import RecBoleRobustError
@@ -13,6 +14,10 @@ Any other RecBole parameter is given as --key=value and overrides config files, 
   --epochs=20 --learning_rate=0.001 --train_batch_size=2048 --seed=2020 --gpu_id=0
   --eval_args="{'split': {'RS': [0.8, 0.1, 0.1]}, 'mode': 'uni100'}" --topk="[5,10,20]"
   --modalities="['image']"   (multimodal models: which item content features to use)
+Adversarial training: --adv_targets="[item_features]" --adv_eps=0.1 --adv_lambda=1 --adv_type=fgm
+  --adv_start_epoch=20 --adv_learner=adagrad   (defaults per model in properties/model/)
+Attacks at test time (after training, or on --checkpoint): --attack=fgm --attack_eps="[0.05,0.1,0.2]"
+  --attack_targets="[[user_embedding.weight,item_embedding.weight]]" --attack_metric=ndcg@10
 Data: plugin datasets (ml-100k, tiktok, amazon, filmtrust, ciaodvd, ml-1m) are searched for in
 --data_path, then $RECBOLE_ROBUST_DATA, then ./dataset, and built once into --build_dir
 (default saved/datasets). Other names are read as RecBole atomic files from <data_path>/<dataset>/.
@@ -31,8 +36,31 @@ def build_parser():
     parser.add_argument("--config_files", help="YAML config files, separated by spaces")
     parser.add_argument("--data_path", help="folder holding dataset folders (default: $RECBOLE_ROBUST_DATA, ./dataset)")
     parser.add_argument("--build_dir", help="where built plugin datasets are cached (default: saved/datasets)")
-    parser.add_argument("--resume", metavar="CHECKPOINT",
-                        help="continue training from a checkpoint (e.g. saved/<run>.last.pth)")
+    parser.add_argument("--resume", metavar="CHECKPOINT|SEARCH",
+                        help="continue training from a checkpoint (e.g. saved/<run>.last.pth); with --tune, "
+                             "continue the interrupted search stored in this folder (ray_results/<name>)")
+    parser.add_argument("--preset", help="evaluation protocol preset: amr (leave-one-out, 999 negatives, HR/NDCG@5/10/20)")
+    parser.add_argument("--checkpoint", metavar="CHECKPOINT",
+                        help="evaluate (and attack) this trained checkpoint instead of training")
+    parser.add_argument("--compare", metavar="MODEL_A,MODEL_B",
+                        help="train two models on the same split; paired t-test of their per-user test metrics")
+    parser.add_argument("--pretrained", metavar="CHECKPOINT",
+                        help="start from a compatible model's checkpoint (e.g. VBPR for AMR); the adversary starts at once")
+    search = parser.add_argument_group("hyper-parameter search (Ray Tune)")
+    search.add_argument("--tune", metavar="SPACE_YAML",
+                        help="run a Ray Tune search over this space (e.g. properties/search/AMR.yaml, or just AMR)")
+    search.add_argument("--num_samples", type=int, default=1, help="samples of the space (grid entries are crossed)")
+    search.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"],
+                        help="asha stops bad trials early on the valid metric")
+    search.add_argument("--search_alg", default="random", choices=["random", "grid", "hyperopt"],
+                        help="random/grid: Ray's variant generator; hyperopt: TPE (model-based)")
+    search.add_argument("--cpus_per_trial", type=float, default=1)
+    search.add_argument("--gpus_per_trial", type=float, default=0)
+    search.add_argument("--concurrent_trials", type=int, help="trials run at once (default: as resources allow)")
+    search.add_argument("--time_budget_s", type=float, help="stop the search after this many seconds")
+    search.add_argument("--max_failures", type=int, default=1, help="retries of a failing trial")
+    search.add_argument("--address", help="existing Ray cluster: auto or host:port (default: a local Ray)")
+    search.add_argument("--ray_dir", default="ray_results", help="where searches are stored (default: ray_results)")
     parser.add_argument("--saved", default="True", choices=["True", "False"],
                         help="save checkpoints (default: True)")
     return parser
@@ -46,15 +74,35 @@ def main(argv=None):
     config_dict = {k: getattr(args, k) for k in ("data_path", "build_dir") if getattr(args, k)}
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     try:
-        from recbole_robust.quick_start import run_recbole_robust
+        from recbole_robust.quick_start import compare_models, run_recbole_robust
 
+        if args.tune:
+            from recbole_robust.tune import tune
+
+            _, best, path = tune(
+                args.model, args.dataset, args.tune, num_samples=args.num_samples, scheduler=args.scheduler,
+                search_alg=args.search_alg, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                concurrent_trials=args.concurrent_trials, time_budget_s=args.time_budget_s,
+                max_failures=args.max_failures, address=args.address, resume=args.resume, local_dir=args.ray_dir,
+                config_file_list=config_files, config_dict=config_dict, preset=args.preset,
+            )
+            print(open(os.path.join(path, "results.md"), encoding="utf-8").read())
+            print(f"results: {path}/results.csv" + (f", best config: {path}/best_config.yaml" if best else ""))
+            return 0
+        if args.compare:
+            _, table = compare_models(args.compare.split(","), args.dataset, config_files, config_dict, args.preset)
+            print(table)
+            return 0
         result = run_recbole_robust(
             model=args.model, dataset=args.dataset, config_file_list=config_files, config_dict=config_dict,
-            saved=args.saved == "True", resume=args.resume,
+            saved=args.saved == "True", preset=args.preset, resume=args.resume, pretrained=args.pretrained,
+            checkpoint=args.checkpoint,
         )
     except RecBoleRobustError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if "attack" in result:
+        print(f"attack report: {result['attack']['files']['md']}")
     if result["saved_model_file"]:
         print(f"checkpoint: {result['saved_model_file']}")
     return 0

@@ -12,7 +12,8 @@
 * **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
   defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
   and ``dataset_configs/<dataset>.yaml``; ``Config._set_default_parameters`` is wrapped to build a
-  plugin dataset and point ``data_path`` at it (``data.prepare``).
+  plugin dataset and point ``data_path`` at it (``data.prepare``), and to fall back from time
+  order to random order on data without timestamps.
 
 RecBole's installed files are never edited. Plugin names never shadow RecBole's built-in models.
 """
@@ -31,9 +32,9 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_robust import resources
 from recbole_robust.data.dataset import MultimodalDataset
-from recbole_robust.data.prepare import prepare_dataset
+from recbole_robust.data.prepare import prepare_dataset, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.trainer.trainer import RobustTrainer, SafeCheckpointMixin
+from recbole_robust.trainer.trainer import RobustTrainer, RobustMixin
 
 MODEL_PACKAGES = {"general_recommender": "recbole_robust.model.general_recommender"}
 _REGISTERED = False
@@ -77,6 +78,7 @@ def _hook_config():
     def set_default_parameters(self):
         original_defaults(self)
         prepare_dataset(self)
+        time_order_fallback(self)
 
     Config._load_internal_config_dict = load_internal_config_dict
     Config._set_default_parameters = set_default_parameters
@@ -119,12 +121,12 @@ def get_model(name):
 def _with_safe_checkpoints(trainer_class):
     if trainer_class is Trainer:
         return RobustTrainer
-    return type(f"Robust{trainer_class.__name__}", (SafeCheckpointMixin, trainer_class), {})
+    return type(f"Robust{trainer_class.__name__}", (RobustMixin, trainer_class), {})
 
 
 def get_trainer(model_type, model_name):
     """RecBole's trainer lookup, with safe checkpoints added to RecBole's own trainer classes."""
     trainer_class = recbole_get_trainer(model_type, model_name)
-    if issubclass(trainer_class, SafeCheckpointMixin) or not issubclass(trainer_class, Trainer):
+    if issubclass(trainer_class, RobustMixin) or not issubclass(trainer_class, Trainer):
         return trainer_class
     return _with_safe_checkpoints(trainer_class)

@@ -41,6 +41,21 @@ def model_file(model_name):
     return _resource("properties", f"model/{model_name}.yaml")
 
 
+def search_space_file(model_name):
+    """The shipped Ray Tune search space of a model (``properties/search/<Model>.yaml``), or ``None``."""
+    return _resource("properties", f"search/{model_name}.yaml")
+
+
+def preset_file(name):
+    """An evaluation protocol preset (``properties/presets/<name>.yaml``), or ``None``."""
+    return _resource("properties", f"presets/{name}.yaml")
+
+
+def preset_names():
+    folder = _folder("properties").joinpath("presets")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
 def dataset_file(dataset_name):
     """The plugin's config of a dataset (``dataset_configs/<name>.yaml``), or ``None``."""
     return _resource("dataset_configs", f"{dataset_name}.yaml")

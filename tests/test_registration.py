@@ -9,7 +9,7 @@ from recbole.utils import ModelType, get_model, get_trainer
 from recbole_robust.data import MultimodalDataset
 from recbole_robust.model.general_recommender import VBPR
 from recbole_robust.registry import get_trainer as robust_get_trainer
-from recbole_robust.trainer import RobustTrainer, SafeCheckpointMixin
+from recbole_robust.trainer import RobustTrainer, RobustMixin
 
 
 def test_recbole_lookups_find_plugin_model_trainer_and_dataset():
@@ -38,6 +38,6 @@ def test_plain_run_recbole_trains_plugin_model(fast):
 def test_builtin_models_keep_their_trainers_with_safe_checkpoints():
     assert robust_get_trainer(ModelType.GENERAL, "BPR") is RobustTrainer
     recvae = robust_get_trainer(ModelType.GENERAL, "RecVAE")
-    assert issubclass(recvae, recbole.trainer.RecVAETrainer) and issubclass(recvae, SafeCheckpointMixin)
+    assert issubclass(recvae, recbole.trainer.RecVAETrainer) and issubclass(recvae, RobustMixin)
     assert robust_get_trainer(ModelType.GENERAL, "RecVAE") is recvae
     assert issubclass(RobustTrainer, Trainer)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from recbole_robust.errors import RecBoleRobustError
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bumped whenever a builder's output changes, so cached builds are redone."""
 
 UID, IID = "user_id:token", "item_id:token"
@@ -50,10 +50,15 @@ def _read_mmrec_inter(path):
 
 
 def _split_files(name, out_dir, parts):
-    """Write ``<name>.train/valid/test.inter`` (RecBole's ``benchmark_filename``)."""
+    """Write ``<name>.train/valid/test.inter`` (RecBole's ``benchmark_filename``) and ``<name>.inter``.
+
+    The fixed split is the default; the combined file lets a protocol re-split the data (e.g.
+    leave-one-out with ``benchmark_filename: ~``).
+    """
     counts = {}
     for suffix, frame in zip(("train", "valid", "test"), parts):
         counts[suffix] = _write_atomic(frame, os.path.join(out_dir, f"{name}.{suffix}.inter"))
+    _write_atomic(pd.concat(parts), os.path.join(out_dir, f"{name}.inter"))
     return counts
 
 

@@ -133,6 +133,19 @@ def prepare_dataset(config):
     config["feature_tokens"] = info["feature_tokens"]
 
 
+def time_order_fallback(config):
+    """Order by time (``eval_args.order: TO``) on data without timestamps becomes random (RO).
+
+    The ACAE protocol holds out the latest interaction, and a random one where there are no
+    timestamps (FilmTrust); RecBole itself would fail on TO without a time field.
+    """
+    eval_args = config["eval_args"] or {}
+    loaded = (config["load_col"] or {}).get("inter") if config["load_col"] else None
+    if eval_args.get("order") == "TO" and loaded is not None and config["TIME_FIELD"] not in loaded:
+        eval_args["order"] = "RO"
+        getLogger().warning(f"dataset '{config.dataset}' has no timestamps: eval_args order TO -> RO")
+
+
 def check_dataset_exists(config):
     """Fail clearly when a non-plugin dataset has no atomic files (instead of RecBole's download)."""
     if dataset_config(config.dataset) is not None:

@@ -1,4 +1,4 @@
-"""The plugin's trainers."""
-from recbole_robust.trainer.trainer import RobustTrainer, SafeCheckpointMixin, load_checkpoint
+"""The plugin's trainers and perturbation engine."""
+from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, init_from_checkpoint, load_checkpoint
 
-__all__ = ["RobustTrainer", "SafeCheckpointMixin", "load_checkpoint"]
+__all__ = ["RobustMixin", "RobustTrainer", "init_from_checkpoint", "load_checkpoint"]

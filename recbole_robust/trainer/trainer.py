@@ -1,7 +1,15 @@
-"""The plugin's Trainer: RecBole's Trainer with checkpoints that load with ``weights_only=True``.
+"""The plugin's Trainer: RecBole's Trainer plus adversarial stages, Mirror Gradient, safe checkpoints.
+
+Adversarial training (``perturbation.py``): from epoch ``adv_start_epoch`` on, each batch's loss is
+the model's loss plus the configured adversarial terms; epochs before are plain pre-training. The
+adversarial stage may switch optimiser (``adv_learner``, e.g. ACAE's Adagrad). A model initialised
+from a compatible checkpoint (``init_from_checkpoint``: AMR from VBPR) starts the adversary at
+epoch 0. Mirror Gradient (``mirror.py``, ``mirror_gradient: True``) composes with both. It is
+RecBole's own training loop throughout: given the adversarial loss as its ``loss_func`` and, for
+Mirror Gradient, a wrapper of the optimiser as its optimiser.
 
 RecBole 1.2.1 pickles its ``Config`` into every checkpoint, which torch >= 2.6 refuses to load by
-default, so its own ``evaluate()`` fails after training. ``SafeCheckpointMixin`` stores tensors and
+default, so its own ``evaluate()`` fails after training. ``RobustMixin`` stores tensors and
 plain data only, writes atomically (temporary file + rename) and keeps two files per run:
 
 * ``saved_model_file`` (RecBole's): the best model so far, read by ``evaluate()``;
@@ -9,11 +17,12 @@ plain data only, writes atomically (temporary file + rename) and keeps two files
   optimiser, early-stopping counters, random number generator states), for ``resume_checkpoint``.
 
 The mixin is combined with RecBole's own trainer classes (``registry.get_trainer``), so RecBole's
-built-in models get safe checkpoints too.
+built-in models get safe checkpoints (and the adversary, where their trainer uses RecBole's loop).
 """
 import enum
 import os
 import random
+import secrets
 
 import numpy as np
 import torch
@@ -21,6 +30,8 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.trainer.mirror import MirrorOptimizer, check_mirror_config
+from recbole_robust.trainer.perturbation import AdversarialLoss, parse_terms
 
 
 def plain(value):
@@ -90,13 +101,90 @@ def load_checkpoint(path, device="cpu", model=None):
     return checkpoint
 
 
+def init_from_checkpoint(model, path, device="cpu"):
+    """Copy into ``model`` the tensors of a checkpoint it shares (same names and shapes).
+
+    Used to start a model from a compatible pre-trained one (AMR from VBPR, ACAE from CAE).
+    Returns ``(shared names, names the checkpoint lacks)``; sharing nothing is an error.
+    """
+    checkpoint = load_checkpoint(path, device)
+    own = model.state_dict()
+    shared = {k: v for k, v in checkpoint["state_dict"].items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise RecBoleRobustError(
+            f"checkpoint {path} ({checkpoint['config']['model']}) shares no parameters with {type(model).__name__}"
+        )
+    model.load_state_dict(shared, strict=False)
+    return sorted(shared), sorted(set(own) - set(shared))
+
+
 def last_checkpoint_file(saved_model_file):
     stem, ext = os.path.splitext(saved_model_file)
     return f"{stem}.last{ext or '.pth'}"
 
 
-class SafeCheckpointMixin:
-    """Safe, atomic, resumable checkpoints for any subclass of ``recbole.trainer.Trainer``."""
+def check_training_options(trainer_class, config, model):
+    """Validate the adversarial and Mirror Gradient settings; returns the adversarial terms.
+
+    Called before a run writes anything, and again by the trainer itself.
+    """
+    terms = parse_terms(config, model)
+    if config["adv_start_epoch"] < 0:
+        raise RecBoleRobustError(f"adv_start_epoch must be >= 0, got {config['adv_start_epoch']}")
+    if config["mirror_gradient"]:
+        check_mirror_config(config["mg_alpha1"], config["mg_alpha2"], config["mg_interval"])
+    loop = next(cls for cls in trainer_class.__mro__ if "_train_epoch" in vars(cls) and cls is not RobustMixin)
+    if (terms or config["mirror_gradient"]) and loop is not Trainer:
+        # the plugin extends Trainer._train_epoch; a trainer with its own loop would ignore it
+        raise RecBoleRobustError(
+            f"adversarial training and mirror_gradient need RecBole's training loop, which {loop.__name__} replaces"
+        )
+    return terms
+
+
+class RobustMixin:
+    """Adversarial stages and safe, atomic, resumable checkpoints for a ``recbole.trainer.Trainer``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        # RecBole names checkpoints <model>-<time to the second>.pth: concurrent runs (Ray trials,
+        # parallel seeds) started in the same second would overwrite each other's files
+        stem, ext = os.path.splitext(self.saved_model_file)
+        self.saved_model_file = f"{stem}-{secrets.token_hex(3)}{ext}"
+        self.adv_terms = check_training_options(type(self), config, model)
+        self.adv_start_epoch = config["adv_start_epoch"]
+        self.adversarial_loss = AdversarialLoss(model, self.adv_terms, config["adv_type"]) if self.adv_terms else None
+        self._adv_optimizer = False
+        self.mirror_gradient = bool(config["mirror_gradient"])
+
+    def _enter_stage(self, epoch_idx):
+        """True in the adversarial stage; switches to ``adv_learner`` when the stage begins."""
+        adversarial = self.adversarial_loss is not None and epoch_idx >= self.adv_start_epoch
+        if adversarial and self.config["adv_learner"] and not self._adv_optimizer:
+            self.optimizer = self._build_optimizer(
+                learner=self.config["adv_learner"],
+                learning_rate=self.config["adv_learning_rate"] or self.learning_rate,
+            )
+            self._adv_optimizer = True
+            self.logger.info(f"epoch {epoch_idx}: adversarial stage, optimiser {self.config['adv_learner']}")
+        return adversarial
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if hasattr(self.model, "pre_epoch_processing"):  # e.g. FREEDOM's edge pruning
+            self.model.pre_epoch_processing()
+        if loss_func is None and self._enter_stage(epoch_idx):
+            loss_func = self.adversarial_loss
+        if not self.mirror_gradient:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        # Mirror Gradient: RecBole's loop steps a wrapper of the optimiser for this epoch (mirror.py)
+        mirror = MirrorOptimizer(self.optimizer, loss_func or self.model.calculate_loss,
+                                 self.config["mg_alpha1"], self.config["mg_alpha2"], self.config["mg_interval"])
+        self.optimizer = mirror
+        try:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=mirror.record, show_progress=show_progress)
+        finally:
+            self.optimizer = mirror.optimizer
+
 
     def _checkpoint_state(self, epoch):
         return {
@@ -145,8 +233,9 @@ class SafeCheckpointMixin:
         checkpoint = load_checkpoint(resume_file, self.device, model=self.config["model"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.start_epoch = checkpoint["epoch"] + 1
+        self._enter_stage(self.start_epoch)  # the saved optimiser state is of that stage's optimiser
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint["best_valid_result"]
@@ -156,5 +245,5 @@ class SafeCheckpointMixin:
         self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
 
 
-class RobustTrainer(SafeCheckpointMixin, Trainer):
+class RobustTrainer(RobustMixin, Trainer):
     """Trainer of the plugin's models, and of RecBole's models that use RecBole's base Trainer."""

@@ -1,4 +1,11 @@
-"""General (user-item) plugin recommenders."""
+"""General (user-item) plugin recommenders, one per module (file name = model name lower-cased)."""
+from recbole_robust.model.general_recommender.acae import ACAE
+from recbole_robust.model.general_recommender.amr import AMR
+from recbole_robust.model.general_recommender.apr import APR
+from recbole_robust.model.general_recommender.cae import CAE
+from recbole_robust.model.general_recommender.freedom import FREEDOM
+from recbole_robust.model.general_recommender.grcn import GRCN
+from recbole_robust.model.general_recommender.mmgcn import MMGCN
 from recbole_robust.model.general_recommender.vbpr import VBPR
 
-__all__ = ["VBPR"]
+__all__ = ["ACAE", "AMR", "APR", "CAE", "FREEDOM", "GRCN", "MMGCN", "VBPR"]

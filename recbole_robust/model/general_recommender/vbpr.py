@@ -14,6 +14,13 @@ f_i is the item's content feature vector: every modality the dataset has, concat
 CNN image feature is the one-modality case), or the modalities listed in ``modalities``. Training
 minimises the BPR loss with L2 regularisation: ``reg_weight`` (lambda_Theta) on the user and item
 vectors and item biases of the batch, ``reg_weight_e`` (lambda_E) on E and beta'.
+
+Options used by AMR (its eq. 4 is this predictor with one user vector and no biases):
+``single_user_vector`` (theta_u = gamma_u, so ``content_embedding_size`` must equal
+``embedding_size``) and ``item_bias`` (beta_i and beta'). ``cold_items: content`` follows AMR
+section 4.1.2: items without a training interaction get a zero ID vector and bias, so they are
+scored by their content alone, and are never used as training negatives (a sampled cold negative is
+replaced by a random warm item).
 """
 import torch
 from torch import nn
@@ -23,9 +30,12 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 
+from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.cache import FullSortCache
+
 
 class VBPR(GeneralRecommender):
-    r"""VBPR: BPR matrix factorisation plus a visual (content) factor ``theta_u^T E f_i`` per item."""
+    r"""VBPR: BPR matrix factorisation plus a content factor ``theta_u^T E f_i`` per item."""
 
     input_type = InputType.PAIRWISE
     needs_item_features = True
@@ -38,85 +48,125 @@ class VBPR(GeneralRecommender):
         self.content_embedding_size = config["content_embedding_size"]
         self.reg_weight = config["reg_weight"]
         self.reg_weight_e = config["reg_weight_e"]
-        self.modalities = config["modalities"]
+        self.modalities = config["modalities"] or dataset.item_features.modalities
+        self.single_user_vector = config["single_user_vector"]
+        self.use_item_bias = config["item_bias"]
+        if config["cold_items"] not in ("content", "id"):
+            raise RecBoleRobustError(f"cold_items must be 'content' or 'id', not {config['cold_items']!r}")
+        self.content_only_cold_items = config["cold_items"] == "content"
+        if self.single_user_vector and self.content_embedding_size != self.embedding_size:
+            raise RecBoleRobustError(
+                "single_user_vector needs content_embedding_size == embedding_size "
+                f"({self.content_embedding_size} != {self.embedding_size})"
+            )
 
         # define layers and loss
         features = dataset.item_features.concat(self.modalities)
+        dims = dataset.item_features.dims()
+        offsets = [0]
+        for m in self.modalities:
+            offsets.append(offsets[-1] + dims[m])
+        self._modality_columns = {m: slice(a, b) for m, a, b in zip(self.modalities, offsets, offsets[1:])}
         self.register_buffer("item_features", features, persistent=False)  # [n_items, F]
+        warm = torch.zeros(self.n_items, dtype=torch.bool)
+        warm[dataset.inter_feat[self.ITEM_ID]] = True
+        self.register_buffer("warm_items", warm, persistent=False)  # items with a training interaction
+        self.register_buffer("warm_ids", warm.nonzero().squeeze(1), persistent=False)
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)  # gamma_u
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)  # gamma_i
-        self.user_content_embedding = nn.Embedding(self.n_users, self.content_embedding_size)  # theta_u
-        self.item_bias = nn.Embedding(self.n_items, 1)  # beta_i
+        if not self.single_user_vector:
+            self.user_content_embedding = nn.Embedding(self.n_users, self.content_embedding_size)  # theta_u
         self.content_projection = nn.Linear(features.shape[1], self.content_embedding_size, bias=False)  # E
-        self.content_bias = nn.Linear(features.shape[1], 1, bias=False)  # beta'
+        if self.use_item_bias:
+            self.item_bias = nn.Embedding(self.n_items, 1)  # beta_i
+            self.content_bias = nn.Linear(features.shape[1], 1, bias=False)  # beta'
         self.bpr_loss_fct = BPRLoss()
         self.reg_loss_fct = EmbLoss()
-        self._all_items = None  # (tensors it was computed from, their versions, representation)
+        self._full_sort_cache = FullSortCache()
+        self.perturbation_targets = {
+            "item_features": "row", "user_embedding.weight": "row", "item_embedding.weight": "row",
+            "content_projection.weight": "tensor",
+        }
+        if not self.single_user_vector:
+            self.perturbation_targets["user_content_embedding.weight"] = "row"
 
         # parameters initialization
         self.apply(xavier_normal_initialization)
-        nn.init.zeros_(self.item_bias.weight)
-        nn.init.zeros_(self.content_bias.weight)
+        if self.use_item_bias:
+            nn.init.zeros_(self.item_bias.weight)
+            nn.init.zeros_(self.content_bias.weight)
+
+    def modality_location(self, modality):
+        """(tensor name, column slice) of a modality's part of the concatenated features."""
+        return "item_features", self._modality_columns[modality]
+
+    def user_vectors(self, user):
+        """gamma_u and theta_u of ``user`` (the same tensor with ``single_user_vector``)."""
+        gamma_u = self.user_embedding(user)
+        return gamma_u, gamma_u if self.single_user_vector else self.user_content_embedding(user)
 
     def item_representation(self, items=None):
         """Item ID vector, content vector ``E f_i`` and bias ``beta_i + beta'^T f_i`` of ``items`` (all if None)."""
         if items is None:
-            feats, id_emb, bias = self.item_features, self.item_embedding.weight, self.item_bias.weight
+            feats, id_emb = self.item_features, self.item_embedding.weight
+            warm = self.warm_items
         else:
-            feats, id_emb, bias = self.item_features[items], self.item_embedding(items), self.item_bias(items)
-        return id_emb, self.content_projection(feats), (bias + self.content_bias(feats)).squeeze(-1)
-
-    def all_items_representation(self):
-        """``item_representation()`` of every item, reused across the batches of a full-sort evaluation.
-
-        RecBole evaluates full ranking a few users per batch; recomputing ``E f_i`` for all items in
-        each batch made VBPR's evaluation several times slower than BPR's. The result is reused
-        while gradients are off and every tensor it depends on is the same object at the same
-        version (an optimiser step or an injected perturbation gives a new version or object).
-        """
-        if torch.is_grad_enabled():
-            return self.item_representation()
-        sources = (self.item_features, self.item_embedding.weight, self.item_bias.weight,
-                   self.content_projection.weight, self.content_bias.weight)
-        versions = [t._version for t in sources]
-        cached = self._all_items
-        if cached is None or any(a is not b for a, b in zip(cached[0], sources)) or cached[1] != versions:
-            self._all_items = cached = (sources, versions, self.item_representation())
-        return cached[2]
+            feats, id_emb, warm = self.item_features[items], self.item_embedding(items), self.warm_items[items]
+        bias = torch.zeros(feats.shape[0], device=feats.device)
+        if self.use_item_bias:
+            item_bias = self.item_bias.weight.squeeze(-1) if items is None else self.item_bias(items).squeeze(-1)
+            bias = item_bias + self.content_bias(feats).squeeze(-1)
+        if self.content_only_cold_items:
+            id_emb = id_emb * warm.unsqueeze(-1)
+            if self.use_item_bias:
+                bias = bias - item_bias * ~warm
+        return id_emb, self.content_projection(feats), bias
 
     def score(self, user, item):
         """x_ui for paired ``user`` [B] and ``item`` [B] -> [B]."""
+        gamma_u, theta_u = self.user_vectors(user)
         gamma_i, content_i, bias_i = self.item_representation(item)
-        return (
-            (self.user_embedding(user) * gamma_i).sum(-1)
-            + (self.user_content_embedding(user) * content_i).sum(-1)
-            + bias_i
-        )
+        return (gamma_u * gamma_i).sum(-1) + (theta_u * content_i).sum(-1) + bias_i
 
-    def bpr_loss(self, interaction):
-        user = interaction[self.USER_ID]
-        pos_item, neg_item = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+    def _negatives(self, interaction):
+        """The batch's negatives; cold ones are replaced once, in the batch, by random warm items."""
+        neg_item = interaction[self.NEG_ITEM_ID]
+        if self.content_only_cold_items:
+            cold = ~self.warm_items[neg_item]
+            if cold.any():
+                neg_item = neg_item.clone()
+                pick = torch.randint(len(self.warm_ids), (int(cold.sum()),), device=neg_item.device)
+                neg_item[cold] = self.warm_ids[pick]
+                interaction[self.NEG_ITEM_ID] = neg_item  # later passes on this batch see the same ones
+        return neg_item
+
+    def rec_loss(self, interaction):
+        """BPR loss of the batch, without regularisers (the term an adversary perturbs)."""
+        user, pos_item = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        neg_item = self._negatives(interaction)
         return self.bpr_loss_fct(self.score(user, pos_item), self.score(user, neg_item))
 
     def reg_loss(self, interaction):
-        user = interaction[self.USER_ID]
-        pos_item, neg_item = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        batch_terms = self.reg_loss_fct(
-            self.user_embedding(user), self.user_content_embedding(user),
-            self.item_embedding(pos_item), self.item_embedding(neg_item),
-            self.item_bias(pos_item), self.item_bias(neg_item), require_pow=True,
-        )
-        projection_terms = self.content_projection.weight.pow(2).sum() + self.content_bias.weight.pow(2).sum()
+        user, pos_item = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        neg_item = self._negatives(interaction)
+        batch = [self.user_embedding(user), self.item_embedding(pos_item), self.item_embedding(neg_item)]
+        projection_terms = self.content_projection.weight.pow(2).sum()
+        if not self.single_user_vector:
+            batch.append(self.user_content_embedding(user))
+        if self.use_item_bias:
+            batch += [self.item_bias(pos_item), self.item_bias(neg_item)]
+            projection_terms = projection_terms + self.content_bias.weight.pow(2).sum()
+        batch_terms = self.reg_loss_fct(*batch, require_pow=True)
         return self.reg_weight * batch_terms.squeeze() + self.reg_weight_e * projection_terms / 2
 
     def calculate_loss(self, interaction):
-        return self.bpr_loss(interaction) + self.reg_loss(interaction)
+        return self.rec_loss(interaction) + self.reg_loss(interaction)
 
     def predict(self, interaction):
         return self.score(interaction[self.USER_ID], interaction[self.ITEM_ID])
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
-        gamma_i, content_i, bias_i = self.all_items_representation()
-        scores = self.user_embedding(user) @ gamma_i.T + self.user_content_embedding(user) @ content_i.T
-        return (scores + bias_i).view(-1)
+        gamma_u, theta_u = self.user_vectors(user)
+        gamma_i, content_i, bias_i = self._full_sort_cache.get(self, self.item_representation)
+        return (gamma_u @ gamma_i.T + theta_u @ content_i.T + bias_i).view(-1)

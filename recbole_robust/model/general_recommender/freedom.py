@@ -1,0 +1,137 @@
+r"""
+FREEDOM
+################################################
+Reference:
+    Xin Zhou and Zhiqi Shen. "A Tale of Two Graphs: Freezing and Denoising Graph Structures for
+    Multimodal Recommendation." in ACM MM 2023 (arXiv:2211.06924, 2022).
+
+* Frozen item-item graph: a kNN graph (``knn_k``, cosine) per modality from the raw features,
+  symmetrically normalised, combined with ``modality_weights`` (default: equal; the paper's
+  image/text setting is ``{image: 0.1, text: 0.9}``), built once with torch and never updated.
+* Denoised user-item graph: before every epoch ``dropout`` of the edges are dropped, sampled with
+  probability proportional to d_u^-1/2 d_i^-1/2 (degree-sensitive pruning); evaluation uses the full
+  normalised graph.
+* Items: i = LightGCN(user-item graph, ``n_ui_layers``, mean of layers) + A_mm^``n_mm_layers`` e_i;
+  users: LightGCN output. Score y_ui = u . i.
+* Loss: BPR + ``reg_weight`` * sum over modalities of BPR(u, W_m f_i) with the modality features
+  projected to the embedding space (``feat_embed_dim``). As in the authors' code the modality
+  features are trainable embeddings initialised from the files.
+
+``pre_epoch_processing`` is called by the plugin's Trainer at the start of every epoch.
+"""
+import torch
+from torch import nn
+
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.loss import BPRLoss
+from recbole.utils import InputType
+
+from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.cache import FullSortCache
+from recbole_robust.model.graphs import knn_graph, sym_norm_adjacency, sym_norm_values, user_item_edges
+
+
+class FREEDOM(GeneralRecommender):
+    r"""FREEDOM: frozen item-item kNN graph + degree-sensitive pruning of the user-item graph."""
+
+    input_type = InputType.PAIRWISE
+    needs_item_features = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.embedding_size = config["embedding_size"]
+        self.n_ui_layers = config["n_ui_layers"]
+        self.n_mm_layers = config["n_mm_layers"]
+        self.reg_weight = config["reg_weight"]
+        self.dropout = config["dropout"]
+        if not 0 <= self.dropout < 1:
+            raise RecBoleRobustError(f"dropout (edge pruning ratio) must be in [0, 1), got {self.dropout}")
+        self.modalities = config["modalities"] or dataset.item_features.modalities
+        weights = config["modality_weights"] or {}
+        unknown = set(weights) - set(self.modalities)
+        if unknown:
+            raise RecBoleRobustError(f"modality_weights names unknown modalities: {sorted(unknown)}")
+        rest = [m for m in self.modalities if m not in weights]
+        left = 1.0 - sum(weights.values())
+        self.modality_weights = {**weights, **{m: left / len(rest) for m in rest}}
+
+        # define layers and loss
+        users, items = user_item_edges(dataset)
+        self.register_buffer("edge_users", users, persistent=False)
+        self.register_buffer("edge_items", items, persistent=False)
+        self.register_buffer("edge_probability", sym_norm_values(users, items, self.n_users, self.n_items),
+                             persistent=False)
+        self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items), persistent=False)
+        self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
+        graphs = [w * knn_graph(dataset.item_features[m], config["knn_k"]) for m, w in self.modality_weights.items()]
+        self.register_buffer("mm_adj", torch.stack(graphs).sum(0).coalesce(), persistent=False)
+
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_id_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+        self.modality_embeddings = nn.ModuleDict({
+            m: nn.Embedding.from_pretrained(dataset.item_features[m].clone(), freeze=False) for m in self.modalities
+        })
+        self.modality_projections = nn.ModuleDict({
+            m: nn.Linear(dataset.item_features[m].shape[1], config["feat_embed_dim"]) for m in self.modalities
+        })
+        self.bpr_loss_fct = BPRLoss()
+        self._full_sort_cache = FullSortCache()
+        self.perturbation_targets = {
+            "user_embedding.weight": "row", "item_id_embedding.weight": "row",
+            **{f"modality_embeddings.{m}.weight": "row" for m in self.modalities},
+        }
+
+    def modality_location(self, modality):
+        return f"modality_embeddings.{modality}.weight", slice(None)
+
+    def pre_epoch_processing(self):
+        """Degree-sensitive edge pruning: keep (1 - dropout) of the edges, sampled by d_u^-1/2 d_i^-1/2."""
+        if self.dropout <= 0:
+            self.masked_adj = None
+            return
+        keep = torch.multinomial(self.edge_probability, int(len(self.edge_probability) * (1 - self.dropout)))
+        self.masked_adj = sym_norm_adjacency(self.edge_users[keep], self.edge_items[keep], self.n_users, self.n_items)
+
+    def _training_graph(self):
+        return self.norm_adj if self.masked_adj is None else self.masked_adj
+
+    def forward(self, adj):
+        h = self.item_id_embedding.weight
+        for _ in range(self.n_mm_layers):
+            h = torch.sparse.mm(self.mm_adj, h)
+        ego = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
+        layers = [ego]
+        for _ in range(self.n_ui_layers):
+            ego = torch.sparse.mm(adj, ego)
+            layers.append(ego)
+        out = torch.stack(layers).mean(0)
+        return out[: self.n_users], out[self.n_users:] + h
+
+    def _bpr(self, u, pos, neg):
+        return self.bpr_loss_fct((u * pos).sum(-1), (u * neg).sum(-1))
+
+    def rec_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items = self.forward(self._training_graph())
+        return self._bpr(users[user], items[pos], items[neg])
+
+    def calculate_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items = self.forward(self._training_graph())
+        loss = self._bpr(users[user], items[pos], items[neg])
+        for m in self.modalities:
+            projected = self.modality_projections[m](self.modality_embeddings[m].weight)
+            loss = loss + self.reg_weight * self._bpr(users[user], projected[pos], projected[neg])
+        return loss
+
+    def predict(self, interaction):
+        users, items = self.forward(self.norm_adj)
+        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.norm_adj))
+        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

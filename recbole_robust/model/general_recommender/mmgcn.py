@@ -1,0 +1,118 @@
+r"""
+MMGCN
+################################################
+Reference:
+    Yinwei Wei, Xiang Wang, Liqiang Nie, Xiangnan He, Richang Hong and Tat-Seng Chua. "MMGCN:
+    Multi-modal Graph Convolution Network for Personalized Recommendation of Micro-video." in ACM MM 2019.
+
+One graph convolution network per modality m on the user-item graph. Node inputs are a learned user
+preference vector (users) and the item's features of m (items), projected by an MLP to
+``latent_size`` when the features are larger; each layer l (eq. 1-5, concatenation off, as in the
+authors' and MMRec's default):
+
+    h = LeakyReLU(mean_{j in N(i)} x_j W_l)                     (aggregation)
+    x_hat = LeakyReLU(x W'_l) + e_id                            (with the shared ID embedding)
+    x = LeakyReLU(h G_l + x_hat)                                (combination)
+
+The representation is the mean over modalities; y_ui = x_u . x_i; BPR loss plus ``reg_weight`` times
+the mean squared ID embeddings of the batch and the users' preference vectors. Every modality of the
+dataset is used (``modalities`` selects). Unlike MMRec's port, the ID embeddings and the preference
+vectors are registered parameters, so they are trained as the paper intends.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.loss import BPRLoss
+from recbole.utils import InputType
+
+from recbole_robust.model.cache import FullSortCache
+from recbole_robust.model.graphs import LinearMeanConv, user_item_edges
+
+
+class ModalityGCN(nn.Module):
+    """MMGCN's graph convolution network of one modality."""
+
+    def __init__(self, n_users, feat_dim, latent_size, id_dim, n_layers):
+        super().__init__()
+        in_dim = latent_size if feat_dim > latent_size else feat_dim
+        self.projection = nn.Linear(feat_dim, in_dim) if feat_dim > latent_size else None
+        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, in_dim)))
+        dims = [in_dim] + [id_dim] * n_layers
+        self.convs = nn.ModuleList(LinearMeanConv(dims[l], dims[l]) for l in range(n_layers))
+        self.linears = nn.ModuleList(nn.Linear(dims[l], id_dim) for l in range(n_layers))
+        self.combines = nn.ModuleList(nn.Linear(dims[l], id_dim) for l in range(n_layers))
+        for layer in list(self.linears) + list(self.combines):
+            nn.init.xavier_normal_(layer.weight)
+
+    def forward(self, features, id_embedding, edge_index):
+        items = self.projection(features) if self.projection is not None else features
+        x = F.normalize(torch.cat([self.preference, items]))
+        for conv, linear, combine in zip(self.convs, self.linears, self.combines):
+            h = F.leaky_relu(conv(x, edge_index))
+            x_hat = F.leaky_relu(linear(x)) + id_embedding
+            x = F.leaky_relu(combine(h) + x_hat)
+        return x
+
+
+class MMGCN(GeneralRecommender):
+    r"""Multi-modal graph convolution network: one GCN per modality, averaged."""
+
+    input_type = InputType.PAIRWISE
+    needs_item_features = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.embedding_size = config["embedding_size"]
+        self.reg_weight = config["reg_weight"]
+        self.modalities = config["modalities"] or dataset.item_features.modalities
+
+        # define layers and loss
+        users, items = user_item_edges(dataset)
+        edges = torch.stack([users, items + self.n_users])
+        self.register_buffer("edge_index", torch.cat([edges, edges.flip(0)], dim=1), persistent=False)
+        for m in self.modalities:
+            self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)  # [n_items, F_m]
+        self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users + self.n_items, self.embedding_size)))
+        self.gcns = nn.ModuleDict({
+            m: ModalityGCN(self.n_users, dataset.item_features[m].shape[1], config["latent_size"],
+                           self.embedding_size, config["n_layers"])
+            for m in self.modalities
+        })
+        self.bpr_loss_fct = BPRLoss()
+        self._full_sort_cache = FullSortCache()
+        self.perturbation_targets = {"id_embedding": "row", **{f"features_{m}": "row" for m in self.modalities}}
+
+    def modality_location(self, modality):
+        """(tensor name, column slice) of a modality's item features, for information adjustment."""
+        return f"features_{modality}", slice(None)
+
+    def forward(self):
+        """Representations [n_users + n_items, d]: user u at row u, item i at row n_users + i."""
+        reps = [self.gcns[m](getattr(self, f"features_{m}"), self.id_embedding, self.edge_index)
+                for m in self.modalities]
+        return torch.stack(reps).mean(0)
+
+    def rec_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        x = self.forward()
+        u = x[user]
+        return self.bpr_loss_fct((u * x[pos + self.n_users]).sum(-1), (u * x[neg + self.n_users]).sum(-1))
+
+    def calculate_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        reg = (self.id_embedding[user] ** 2).mean() + (self.id_embedding[pos + self.n_users] ** 2).mean() \
+            + (self.id_embedding[neg + self.n_users] ** 2).mean()
+        reg = reg + sum((gcn.preference ** 2).mean() for gcn in self.gcns.values())
+        return self.rec_loss(interaction) + self.reg_weight * reg
+
+    def predict(self, interaction):
+        x = self.forward()
+        return (x[interaction[self.USER_ID]] * x[interaction[self.ITEM_ID] + self.n_users]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        x = self._full_sort_cache.get(self, self.forward)
+        return (x[interaction[self.USER_ID]] @ x[self.n_users:].T).view(-1)

@@ -1,0 +1,101 @@
+"""Graphs and layers shared by the multimodal GNN recommenders (MMGCN, GRCN, FREEDOM).
+
+* ``user_item_edges``: the training interactions as a bipartite edge list (items offset by n_users);
+* ``sym_norm_adjacency``: D^-1/2 A D^-1/2 of the user-item graph as a fixed ``torch.sparse`` matrix;
+* ``knn_graph``: the item-item kNN graph of a feature matrix by cosine similarity (``torch.topk`` on
+  blocks of rows, no Python loop over items), symmetrically normalised;
+* PyTorch Geometric ``MessagePassing`` layers for the graph convolutions.
+"""
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import softmax
+
+
+def user_item_edges(dataset):
+    """``(users, items)`` LongTensors of the training interactions (RecBole ids)."""
+    coo = dataset.inter_matrix(form="coo").astype(np.float32)
+    return torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))
+
+
+def sym_norm_values(rows, cols, n_rows, n_cols):
+    """Values d_row^-1/2 d_col^-1/2 of the edges (rows[k], cols[k]) of an n_rows x n_cols graph."""
+    ones = torch.ones(len(rows), device=rows.device)
+    deg_r = torch.zeros(n_rows, device=rows.device).index_add_(0, rows, ones) + 1e-7
+    deg_c = torch.zeros(n_cols, device=rows.device).index_add_(0, cols, ones) + 1e-7
+    return deg_r[rows].pow(-0.5) * deg_c[cols].pow(-0.5)
+
+
+def sym_norm_adjacency(users, items, n_users, n_items):
+    """The (n_users + n_items)^2 normalised adjacency of the bipartite graph, sparse COO."""
+    values = sym_norm_values(users, items, n_users, n_items)
+    rows = torch.cat([users, items + n_users])
+    cols = torch.cat([items + n_users, users])
+    n = n_users + n_items
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.cat([values, values]), (n, n), check_invariants=False).coalesce()
+
+
+def knn_neighbours(features, k, block_size=2048):
+    """Indices [n, k] of each row's k most cosine-similar rows (itself included, as in FREEDOM)."""
+    normed = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    blocks = [torch.topk(normed[s:s + block_size] @ normed.T, k, dim=1).indices
+              for s in range(0, len(normed), block_size)]
+    return torch.cat(blocks)
+
+
+def knn_graph(features, k):
+    """The symmetrically normalised kNN graph of ``features`` as a sparse [n, n] matrix."""
+    n = features.shape[0]
+    neighbours = knn_neighbours(features, k)
+    rows = torch.arange(n, device=features.device).repeat_interleave(k)
+    cols = neighbours.reshape(-1)
+    deg = torch.zeros(n, device=features.device).index_add_(0, rows, torch.ones(len(rows), device=features.device)) + 1e-7
+    values = deg[rows].pow(-0.5) * deg[cols].pow(-0.5)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce()
+
+
+class LinearMeanConv(MessagePassing):
+    """x' = mean_{j in N(i)} x_j W (MMGCN's aggregation layer, eq. 1)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(aggr="mean")
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels))
+        nn.init.xavier_normal_(self.weight)
+
+    def forward(self, x, edge_index):
+        return self.propagate(edge_index, x=x @ self.weight)
+
+    def message(self, x_j):
+        return x_j
+
+
+class WeightedSumConv(MessagePassing):
+    """x' = sum_{j in N(i)} w_ji x_j (GRCN's convolution on the refined graph)."""
+
+    def __init__(self):
+        super().__init__(aggr="add")
+
+    def forward(self, x, edge_index, edge_weight):
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+    def message(self, x_j, edge_weight):
+        return x_j * edge_weight.view(-1, 1)
+
+
+class DotAttentionConv(MessagePassing):
+    """x' = sum_j alpha_ij x_j, alpha_ij = softmax_j(x_i . x_j) (GRCN's routing / attention layer).
+
+    The attention of the last call is kept in ``alpha`` (one value per edge).
+    """
+
+    def __init__(self):
+        super().__init__(aggr="add")
+        self.alpha = None
+
+    def forward(self, x, edge_index):
+        return self.propagate(edge_index, x=x)
+
+    def message(self, x_i, x_j, index, size_i):
+        self.alpha = softmax((x_i * x_j).sum(-1), index, num_nodes=size_i)
+        return x_j * self.alpha.view(-1, 1)

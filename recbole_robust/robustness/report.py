@@ -1,0 +1,123 @@
+"""Robustness reports: CSV (every metric), Markdown tables and PNG plots.
+
+Attack rows give the clean metric, the attacked metric and the relative drop
+``(clean - attacked) / clean``. Files are written to a temporary name and renamed, so a report is
+either complete or absent.
+"""
+import csv
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+
+def drop(clean, attacked):
+    return (clean - attacked) / clean if clean else 0.0
+
+
+def long_rows(clean, rows):
+    """One record per (target, method, eps, metric) with clean, attacked and relative drop."""
+    records = []
+    for row in rows:
+        for metric, value in row.items():
+            if metric in ("target", "method", "eps"):
+                continue
+            records.append({
+                "target": row["target"], "method": row["method"], "eps": row["eps"], "metric": metric,
+                "clean": float(clean[metric]), "attacked": float(value), "relative_drop": drop(clean[metric], value),
+            })
+    return records
+
+
+def _replace(path, write):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def markdown_table(clean, rows, metric, title):
+    table = [
+        [r["target"], r["method"], r["eps"], clean[metric], r[metric], f"{100 * drop(clean[metric], r[metric]):.1f}%"]
+        for r in rows
+    ]
+    headers = ["target", "method", "eps", f"clean {metric}", f"attacked {metric}", "relative drop"]
+    return f"### {title}\n\n" + tabulate(table, headers=headers, tablefmt="github", floatfmt=".4f") + "\n"
+
+
+def plot(clean, rows, metric, title, path):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = sorted((r["eps"], r[metric]) for r in rows if r["target"] == target and r["method"] == method)
+            if points:
+                xs, ys = zip(*[(0.0, clean[metric])] + points)
+                ax.plot(xs, ys, marker="o", linestyle="-" if method == "fgm" else "--", label=f"{method} on {target}")
+    ax.set_xlabel("eps (L2 norm of the perturbation)")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _replace(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def write_attack_report(clean, rows, metric, out_dir, title):
+    """Write ``attack.csv``, ``attack.md`` and ``attack.png`` into ``out_dir``; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"attack.{ext}") for ext in ("csv", "md", "png")}
+    records = long_rows(clean, rows)
+    _write_csv(paths["csv"], records)
+    text = markdown_table(clean, rows, metric, title)
+    _replace(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    plot(clean, rows, metric, title, paths["png"])
+    return paths, text
+
+
+def _write_csv(path, records):
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+
+    _replace(path, write)
+
+
+def write_table_report(out_dir, name, records, columns, title):
+    """``<name>.csv`` with every record and ``<name>.md`` with ``columns``; returns (paths, markdown)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "md")}
+    _write_csv(paths["csv"], records)
+    table = [[r[c] for c in columns] for r in records]
+    text = f"### {title}\n\n" + tabulate(table, headers=columns, tablefmt="github", floatfmt=".4f") + "\n"
+    _replace(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return paths, text
+
+
+def write_landscape_report(out_dir, alphas, betas, losses, title):
+    """``landscape.csv`` (a, b, loss) and ``landscape.png`` (contour plot); returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"landscape.{ext}") for ext in ("csv", "png")}
+    _write_csv(paths["csv"], [{"alpha": float(a), "beta": float(b), "loss": float(losses[i, j])}
+                              for i, a in enumerate(alphas) for j, b in enumerate(betas)])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    contour = ax.contourf(betas, alphas, losses, levels=20, cmap="viridis")
+    ax.contour(betas, alphas, losses, levels=10, colors="white", linewidths=0.5, alpha=0.6)
+    fig.colorbar(contour, ax=ax, label="training loss")
+    ax.plot(0, 0, marker="*", color="red", markersize=10)
+    ax.set_xlabel("direction 2")
+    ax.set_ylabel("direction 1")
+    ax.set_title(title)
+    fig.tight_layout()
+    _replace(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return paths

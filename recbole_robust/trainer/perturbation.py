@@ -1,0 +1,174 @@
+"""The perturbation engine: adversarial regularisers for training and perturbations for attacks.
+
+A model names what may be perturbed in ``perturbation_targets``: ``{tensor name: "row" | "tensor"}``
+(item content features and embeddings are normalised per row, weight matrices per tensor). The
+config lists adversarial *terms*; a term is one target name, or a list of names perturbed together:
+
+    adv_targets: [item_features]                                   # AMR
+    adv_targets: [[user_embedding.weight, item_embedding.weight]]  # APR: one term, both tables
+    adv_targets: [encoder.weight, decoder.weight]                  # ACAE: two terms
+    adv_eps: 0.1            # one value, or one per term
+    adv_lambda: 1.0         # one value, or one per term
+    adv_type: fgm           # fgm | sign | random
+
+and the training loss is (AMR eq. 7, ACAE eq. 6):
+
+    L(theta) + sum_t lambda_t * L_rec(theta + n_t),   n_t = eps_t * g_t / ||g_t||,   g_t = dL_rec/dn_t at 0
+
+``L`` is the model's ``calculate_loss``; ``L_rec`` is its ``rec_loss`` (the loss without L2
+regularisers, AMR section 3.2) when it has one. ``fgm`` is the fast gradient method with the L2 norm
+(AMR eq. 11-12, ACAE eq. 4, APR), ``sign`` is Goodfellow et al.'s fast gradient sign method
+(``eps * sign(g)``), ``random`` is Gaussian noise scaled to the same L2 norm as ``fgm`` (rows the
+gradient does not reach stay zero), the control of AMR figure 4. The mini-batch loss is a sum over
+its examples' losses (RecBole's losses are means; the direction of ``g`` is the same).
+
+Perturbed tensors are injected with ``torch.func.functional_call``, without copying the model.
+"""
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from recbole_robust.errors import RecBoleRobustError
+
+ADV_TYPES = ("fgm", "sign", "random")
+
+
+class _Bound(nn.Module):
+    """Runs ``fn(*args)`` as the forward of a module that owns ``model``, for ``functional_call``."""
+
+    def __init__(self, model, fn):
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def call_with(model, tensors, fn, *args):
+    """``fn(*args)`` while ``model``'s named parameters/buffers are replaced by ``tensors``."""
+    bound = _Bound(model, fn)
+    return functional_call(bound, {f"model.{name}": value for name, value in tensors.items()}, args, strict=False)
+
+
+def named_tensor(model, name):
+    """A parameter or buffer of ``model`` by its dotted name."""
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    if name not in tensors:
+        raise RecBoleRobustError(f"{type(model).__name__} has no tensor '{name}'")
+    return tensors[name]
+
+
+def rec_loss_fn(model):
+    """The loss an adversary maximises: ``rec_loss`` (no regularisers) if the model has one."""
+    return getattr(model, "rec_loss", model.calculate_loss)
+
+
+def normalise(direction, eps, kind):
+    """Scale ``direction`` to L2 norm ``eps`` per row (``kind='row'``) or over the tensor."""
+    if kind == "row":
+        norm = direction.norm(dim=-1, keepdim=True)
+    else:
+        norm = direction.norm()
+    return eps * direction / norm.clamp_min(1e-12)
+
+
+def perturbation(gradient, eps, kind, adv_type="fgm", generator=None):
+    """The perturbation of one tensor from the gradient of the loss with respect to it.
+
+    ``fgm``: ``eps * g / ||g||``; ``sign``: ``eps * sign(g)``; ``random``: Gaussian noise with the
+    norm ``fgm`` would have (``eps`` per row the gradient reaches, or over the tensor).
+    """
+    if adv_type == "fgm":
+        return normalise(gradient, eps, kind)
+    if adv_type == "sign":
+        return eps * gradient.sign()
+    if adv_type == "random":
+        noise = torch.randn(gradient.shape, generator=generator, device=gradient.device, dtype=gradient.dtype)
+        noise = normalise(noise, eps, kind)
+        if kind == "row":
+            noise = noise * (gradient.abs().sum(dim=-1, keepdim=True) > 0)
+        return noise
+    raise RecBoleRobustError(f"adv_type must be one of {', '.join(ADV_TYPES)}, not '{adv_type}'")
+
+
+class AdversarialTerm:
+    """One adversarial regulariser: ``lam * L_rec(theta + n)`` with ``n`` on ``names`` at norm ``eps``."""
+
+    def __init__(self, names, kinds, eps, lam):
+        self.names, self.kinds, self.eps, self.lam = names, kinds, eps, lam
+
+    def __repr__(self):
+        return f"AdversarialTerm({'+'.join(self.names)}, eps={self.eps}, lambda={self.lam})"
+
+
+def _per_term(value, n_terms, key):
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n_terms
+    if len(values) != n_terms:
+        raise RecBoleRobustError(f"{key} has {len(values)} values for {n_terms} adversarial terms")
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise RecBoleRobustError(f"{key} must be numbers, got {value!r}") from None
+
+
+def parse_terms(config, model):
+    """Adversarial terms of ``config`` for ``model``, validated; ``[]`` when none are configured."""
+    targets = config["adv_targets"]
+    if not targets:
+        return []
+    if isinstance(targets, str):
+        targets = [targets]
+    groups = [[t] if isinstance(t, str) else list(t) for t in targets]
+    allowed = getattr(model, "perturbation_targets", {})
+    for name in (n for group in groups for n in group):
+        if name not in allowed:
+            raise RecBoleRobustError(
+                f"{type(model).__name__} cannot be perturbed at '{name}'; its targets are "
+                f"{', '.join(allowed) or 'none'}"
+            )
+    eps = _per_term(config["adv_eps"], len(groups), "adv_eps")
+    lam = _per_term(config["adv_lambda"], len(groups), "adv_lambda")
+    for key, values in (("adv_eps", eps), ("adv_lambda", lam)):
+        if any(v < 0 for v in values):
+            raise RecBoleRobustError(f"{key} must be >= 0, got {min(values)}")
+    if config["adv_type"] not in ADV_TYPES:
+        raise RecBoleRobustError(f"adv_type must be one of {', '.join(ADV_TYPES)}, not '{config['adv_type']}'")
+    return [AdversarialTerm(g, [allowed[n] for n in g], e, l) for g, e, l in zip(groups, eps, lam)]
+
+
+def gradients(model, names, loss_fn, *args):
+    """Gradient of ``loss_fn(*args)`` with respect to an additive perturbation of each named tensor, at 0."""
+    zeros = {n: torch.zeros_like(named_tensor(model, n), requires_grad=True) for n in names}
+    shifted = {n: named_tensor(model, n) + zeros[n] for n in names}
+    loss = call_with(model, shifted, loss_fn, *args)
+    grads = torch.autograd.grad(loss, [zeros[n] for n in names], allow_unused=True)
+    return {n: (g if g is not None else torch.zeros_like(zeros[n])) for n, g in zip(names, grads)}
+
+
+def term_perturbations(model, term, adv_type, loss_fn, *args, generator=None):
+    """The perturbations ``{name: n}`` of one term for the examples in ``args``."""
+    grads = gradients(model, term.names, loss_fn, *args)
+    return {
+        n: perturbation(grads[n], term.eps, kind, adv_type, generator).detach()
+        for n, kind in zip(term.names, term.kinds)
+    }
+
+
+class AdversarialLoss:
+    """``loss_func`` for RecBole's training loop: clean loss plus every adversarial term."""
+
+    def __init__(self, model, terms, adv_type="fgm"):
+        self.model, self.terms, self.adv_type = model, terms, adv_type
+        self.rec_loss = rec_loss_fn(model)
+
+    def __call__(self, interaction):
+        loss = self.model.calculate_loss(interaction)
+        for term in self.terms:
+            if term.lam == 0:
+                continue
+            noise = term_perturbations(self.model, term, self.adv_type, self.rec_loss, interaction)
+            shifted = {n: named_tensor(self.model, n) + noise[n] for n in term.names}
+            loss = loss + term.lam * call_with(self.model, shifted, self.rec_loss, interaction)
+        return loss

@@ -1,0 +1,243 @@
+"""Ray Tune search over the plugin's (and RecBole's) hyper-parameters.
+
+Paths (data, build cache, checkpoints) are made absolute before trials start, because Ray runs each
+trial in a working directory of its own.
+
+One trial is one run of the normal pipeline (``quick_start.run_recbole_robust``) that reports the
+valid metric after every validation, so a scheduler such as ASHA can stop bad trials early; a trial
+that finishes also reports the test metrics of its best checkpoint.
+
+Search spaces are YAML (``properties/search/<Model>.yaml``), one entry per parameter:
+
+    learning_rate: {loguniform: [1e-4, 1e-1]}
+    adv_eps: {choice: [0.01, 0.1, 1, 10]}
+    adv_lambda: {grid: [0.1, 1, 10]}
+    embedding_size: {randint: [16, 129]}
+    reg_weight: {uniform: [0.0, 1e-3]}
+
+Results: ``<local_dir>/<name>/`` holds Ray's own logs and checkpoints, ``results.csv`` and
+``results.md`` (one row per trial: parameters, best valid metric, test metrics, status) and
+``best_config.yaml`` (usable with ``--config_files``).
+"""
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from recbole_robust import resources
+from recbole_robust.errors import RecBoleRobustError
+
+SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
+SEARCH_ALGS = ("random", "grid", "hyperopt")
+
+
+def read_search_space(path):
+    """Parse a search-space YAML into ``{name: (kind, values)}``, with one-line errors."""
+    if not os.path.isfile(path):
+        shipped = resources.search_space_file(Path(path).stem)
+        if shipped is None:
+            raise RecBoleRobustError(f"search space {path} not found")
+        path = str(shipped)
+    space = resources.read_yaml(path)
+    if not isinstance(space, dict) or not space:
+        raise RecBoleRobustError(f"search space {path} is empty or not a mapping")
+    parsed = {}
+    for name, spec in space.items():
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
+            raise RecBoleRobustError(
+                f"search space {path}: '{name}' must be one of {{{', '.join(SPACE_KINDS)}}}: [...], got {spec!r}"
+            )
+        kind, values = next(iter(spec.items()))
+        if kind in ("uniform", "loguniform", "randint") and (not isinstance(values, list) or len(values) != 2):
+            raise RecBoleRobustError(f"search space {path}: '{name}' {kind} needs [low, high], got {values!r}")
+        if kind in ("choice", "grid") and (not isinstance(values, list) or not values):
+            raise RecBoleRobustError(f"search space {path}: '{name}' {kind} needs a non-empty list")
+        parsed[name] = (kind, values)
+    return parsed
+
+
+def to_ray_space(space, search_alg):
+    from ray import tune
+
+    if search_alg == "hyperopt" and any(kind == "grid" for kind, _ in space.values()):
+        raise RecBoleRobustError(f"search_alg {search_alg} takes no grid entries; use choice")
+    build = {
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "randint": lambda v: tune.randint(*v),
+    }
+    return {name: build[kind](values) for name, (kind, values) in space.items()}
+
+
+def _trainable(base):
+    """The function Ray runs for each trial (one training run, reporting every validation)."""
+
+    def trial(params):
+        import torch
+        from ray.air import session
+
+        from recbole_robust.quick_start import run_recbole_robust
+
+        sys.argv = sys.argv[:1]  # RecBole's Config would read the Ray worker's own arguments
+        torch.set_num_threads(max(1, int(base["_cpus_per_trial"])))
+        config_dict = {k: v for k, v in base["config_dict"].items()}
+        config_dict.update(params)
+        config_dict.update({"show_progress": False, "state": "WARNING"})
+        metric = base["metric"]
+
+        def report(epoch_idx, valid_score):
+            session.report({metric: float(valid_score), "epoch": epoch_idx})
+
+        result = run_recbole_robust(
+            model=base["model"], dataset=base["dataset"], config_file_list=base["config_files"],
+            config_dict=config_dict, preset=base["preset"], callback_fn=report,
+        )
+        final = {metric: float(result["best_valid_score"]), "done_training": True}
+        final.update({f"test_{k}": float(v) for k, v in (result["test_result"] or {}).items()})
+        session.report(final)
+
+    return trial
+
+
+def _scheduler(name, metric, mode, max_t):
+    if name in (None, "", "fifo"):
+        return None
+    if name == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=max_t,
+                             grace_period=1, reduction_factor=2)
+    raise RecBoleRobustError(f"scheduler must be asha or fifo, not '{name}'")
+
+
+def _search_alg(name, metric, mode, seed):
+    if name in ("random", "grid"):
+        return None  # Ray's BasicVariantGenerator: grid entries are crossed, the rest sampled
+    if name == "hyperopt":
+        from ray.tune.search.hyperopt import HyperOptSearch
+
+        return HyperOptSearch(metric=metric, mode=mode, random_state_seed=seed)
+    raise RecBoleRobustError(f"search_alg must be one of {', '.join(SEARCH_ALGS)}, not '{name}'")
+
+
+def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_alg="random",
+         cpus_per_trial=1, gpus_per_trial=0, concurrent_trials=None, time_budget_s=None, max_failures=1,
+         address=None, resume=None, local_dir="ray_results", name=None, config_file_list=None,
+         config_dict=None, preset=None, verbose=1):
+    """Run a Ray Tune search; returns ``(rows, best_config, output_dir)``.
+
+    ``address``: an existing Ray cluster (``auto`` or ``host:port``); without it a local Ray instance
+    is started and shut down. ``resume``: the folder of an interrupted search to continue.
+    """
+    import ray
+    from ray import air
+    from ray import tune as ray_tune
+
+    from recbole_robust.quick_start import make_config
+
+    if search_alg not in SEARCH_ALGS:
+        raise RecBoleRobustError(f"search_alg must be one of {', '.join(SEARCH_ALGS)}, not '{search_alg}'")
+    if num_samples < 1 or cpus_per_trial <= 0 or gpus_per_trial < 0:
+        raise RecBoleRobustError("num_samples and cpus_per_trial must be positive, gpus_per_trial >= 0")
+    space = read_search_space(search_space)
+    config_dict = dict(config_dict or {})
+    config = make_config(model, dataset, config_file_list, config_dict, preset)  # validates names and data
+    unknown = [n for n in space if n not in config.final_config_dict]
+    if unknown:
+        raise RecBoleRobustError(f"search space names unknown parameters of {model}: {', '.join(unknown)}")
+    for key in ("build_dir", "checkpoint_dir"):
+        config_dict[key] = os.path.abspath(config[key])
+    config_dict["data_path"] = os.path.abspath(config.external_config_dict.get("data_path") or "dataset")
+    metric, mode = config["valid_metric"].lower(), "max" if config["valid_metric_bigger"] else "min"
+    if resume:
+        local_dir, name = os.path.split(os.path.abspath(resume))
+    name = name or f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    local_dir = os.path.abspath(local_dir)
+    base = {"model": model, "dataset": dataset, "config_dict": config_dict, "preset": preset,
+            "config_files": [os.path.abspath(f) for f in config_file_list or []], "metric": metric,
+            "_cpus_per_trial": cpus_per_trial}
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=verbose > 1)
+    try:
+        trainable = ray_tune.with_resources(_trainable(base), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+        path = os.path.join(local_dir, name)
+        if resume:
+            if not ray_tune.Tuner.can_restore(path):
+                raise RecBoleRobustError(f"no search to resume at {path}")
+            tuner = ray_tune.Tuner.restore(path, trainable, resume_errored=True)
+        else:
+            tuner = ray_tune.Tuner(
+                trainable,
+                param_space=to_ray_space(space, search_alg),
+                tune_config=ray_tune.TuneConfig(
+                    metric=metric, mode=mode, num_samples=num_samples,
+                    scheduler=_scheduler(scheduler, metric, mode, config["epochs"]),
+                    search_alg=_search_alg(search_alg, metric, mode, config["seed"]),
+                    max_concurrent_trials=concurrent_trials, time_budget_s=time_budget_s,
+                ),
+                run_config=air.RunConfig(
+                    name=name, storage_path=local_dir, verbose=verbose,
+                    failure_config=air.FailureConfig(max_failures=max_failures),
+                ),
+            )
+        grid = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    rows = result_rows(grid, list(space), metric, mode)
+    best = best_config(rows, metric, mode)
+    write_results(path, rows, best, metric)
+    return rows, best, path
+
+
+def result_rows(grid, params, metric, mode):
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe
+        scores = history[metric].dropna() if history is not None and metric in history else []
+        best = (max(scores) if mode == "max" else min(scores)) if len(scores) else None
+        row = {"trial": os.path.basename(result.log_dir or "") if result.log_dir else "",
+               **{p: result.config.get(p) for p in params},
+               f"best_{metric}": best, "epochs_reported": len(scores),
+               "status": "error" if result.error else ("completed" if (result.metrics or {}).get("done_training")
+                                                       else "stopped early")}
+        row.update({k: v for k, v in (result.metrics or {}).items() if k.startswith("test_")})
+        if result.error:
+            row["error"] = str(result.error).strip().splitlines()[-1][:200]
+        rows.append(row)
+    return rows
+
+
+def best_config(rows, metric, mode):
+    scored = [r for r in rows if r[f"best_{metric}"] is not None]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r[f"best_{metric}"])
+
+
+def write_results(path, rows, best, metric):
+    from tabulate import tabulate
+
+    os.makedirs(path, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(os.path.join(path, "results.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = tabulate([[r.get(c, "") for c in columns] for r in rows], headers=columns, tablefmt="github",
+                     floatfmt=".4f")
+    Path(os.path.join(path, "results.md")).write_text(table + "\n", encoding="utf-8")
+    if best is not None:
+        params = {k: v for k, v in best.items()
+                  if k not in ("trial", "status", "epochs_reported", "error") and not k.startswith(("best_", "test_"))}
+        Path(os.path.join(path, "best_config.yaml")).write_text(
+            f"# best trial {best['trial']}: {metric} = {best[f'best_{metric}']}\n" + yaml.safe_dump(params),
+            encoding="utf-8")

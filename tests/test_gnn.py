@@ -1,0 +1,77 @@
+"""Multimodal GNNs (MMGCN, GRCN, FREEDOM) and their graphs."""
+import numpy as np
+import pytest
+import torch
+
+from recbole_robust import run_recbole_robust
+from recbole_robust.model.graphs import knn_graph, knn_neighbours, sym_norm_adjacency
+from recbole_robust.quick_start import build_model, load_data, make_config
+from recbole_robust.registry import get_trainer
+
+SMALL = {
+    "MMGCN": {"embedding_size": 16, "latent_size": 16, "n_layers": 2},
+    "GRCN": {"embedding_size": 16, "latent_size": 16, "n_routing": 2},
+    "FREEDOM": {"embedding_size": 16, "feat_embed_dim": 16},
+}
+
+
+def test_knn_graph_matches_brute_force():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 6)).astype(np.float32)
+    k = 4
+    normed = features / np.linalg.norm(features, axis=1, keepdims=True)
+    similarity = normed @ normed.T
+    expected = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    found = knn_neighbours(torch.from_numpy(features), k, block_size=7).numpy()  # several row blocks
+    assert all(set(found[i]) == set(expected[i]) for i in range(40))
+    graph = knn_graph(torch.from_numpy(features), k).to_dense().numpy()
+    dense = np.zeros((40, 40))
+    for i in range(40):
+        dense[i, expected[i]] = 1.0 / k  # out-degree k on both sides: d^-1/2 d^-1/2 = 1/k
+    assert np.allclose(graph, dense, atol=1e-6)
+
+
+def test_normalised_adjacency_matches_dense_formula():
+    users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 1])
+    adj = sym_norm_adjacency(users, items, 3, 2).to_dense().numpy()
+    a = np.zeros((5, 5))
+    for u, i in zip(users.tolist(), items.tolist()):
+        a[u, 3 + i] = a[3 + i, u] = 1
+    d = a.sum(1)
+    expected = a / np.sqrt(np.outer(d, d))
+    assert np.allclose(adj, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["MMGCN", "GRCN", "FREEDOM"])
+def test_gnn_trains_and_beats_random(fast, model):
+    config_dict = {**fast, **SMALL[model], "epochs": 3, "train_batch_size": 8192, "learning_rate": 0.005}
+    config = make_config(model, "ml-100k", config_dict=config_dict, preset="mg")
+    _, train_data, valid_data, test_data = load_data(config)
+    trainer = get_trainer(config["MODEL_TYPE"], model)(config, build_model(config, train_data))
+    trainer.fit(train_data, valid_data)
+    losses = [trainer.train_loss_dict[e] for e in range(3)]
+    assert losses[2] < losses[0]
+    result = trainer.evaluate(test_data)
+    random_result = run_recbole_robust(model="Random", dataset="ml-100k", preset="mg", config_dict={**fast, "epochs": 1})
+    assert result["recall@20"] > 2 * random_result["test_result"]["recall@20"]
+
+
+def test_gnns_use_every_modality(fast):
+    config = make_config("GRCN", "tiktok", config_dict={**fast, **SMALL["GRCN"]})
+    _, train_data, _, _ = load_data(config)
+    model = build_model(config, train_data)
+    assert set(model.content_graphs) == {"image", "audio"}
+    config = make_config("FREEDOM", "tiktok", config_dict={**fast, **SMALL["FREEDOM"], "modality_weights": {"image": 0.1}})
+    model = build_model(config, train_data)
+    assert model.modality_weights == pytest.approx({"image": 0.1, "audio": 0.9})
+    assert model.mm_adj.shape == (model.n_items, model.n_items)
+
+
+def test_freedom_prunes_edges_each_epoch(fast):
+    config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"], "dropout": 0.5})
+    _, train_data, _, _ = load_data(config)
+    model = build_model(config, train_data)
+    model.pre_epoch_processing()
+    kept = model.masked_adj._nnz() // 2
+    assert kept == int(len(model.edge_users) * 0.5)
+    assert model.norm_adj._nnz() // 2 == len(model.edge_users)
