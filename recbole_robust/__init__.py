@@ -17,6 +17,7 @@ from recbole_robust.registry import register  # noqa: E402
 register()
 
 from recbole_robust.quick_start import run_recbole_robust  # noqa: E402
+from recbole_robust.tune import tune  # noqa: E402  (Ray is imported only when a search runs)
 
 __version__ = "0.1.0"
-__all__ = ["RecBoleRobustError", "run_recbole_robust", "__version__"]
+__all__ = ["RecBoleRobustError", "run_recbole_robust", "tune", "__version__"]

@@ -104,24 +104,23 @@ def _trainable(base):
     return trial
 
 
-def _scheduler(name, metric, mode, max_t):
+def _scheduler(name, max_t):
     if name in (None, "", "fifo"):
         return None
     if name == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=max_t,
-                             grace_period=1, reduction_factor=2)
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=1, reduction_factor=2)
     raise RecBoleRobustError(f"scheduler must be asha or fifo, not '{name}'")
 
 
-def _search_alg(name, metric, mode, seed):
+def _search_alg(name, seed):
     if name in ("random", "grid"):
         return None  # Ray's BasicVariantGenerator: grid entries are crossed, the rest sampled
     if name == "hyperopt":
         from ray.tune.search.hyperopt import HyperOptSearch
 
-        return HyperOptSearch(metric=metric, mode=mode, random_state_seed=seed)
+        return HyperOptSearch(random_state_seed=seed)
     raise RecBoleRobustError(f"search_alg must be one of {', '.join(SEARCH_ALGS)}, not '{name}'")
 
 
@@ -150,6 +149,12 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
     unknown = [n for n in space if n not in config.final_config_dict]
     if unknown:
         raise RecBoleRobustError(f"search space names unknown parameters of {model}: {', '.join(unknown)}")
+    # settings given on the command line (--key=value, read by RecBole in this process) travel to the
+    # trials explicitly: a trial's own command line is Ray's
+    cli_only = {"model", "dataset", "config_files", "preset", "tune", "num_samples", "scheduler", "search_alg",
+                "cpus_per_trial", "gpus_per_trial", "concurrent_trials", "time_budget_s", "max_failures",
+                "address", "ray_dir", "resume", "saved", "checkpoint", "compare", "pretrained"}
+    config_dict.update({k: v for k, v in config.cmd_config_dict.items() if k not in cli_only})
     for key in ("build_dir", "checkpoint_dir"):
         config_dict[key] = os.path.abspath(config[key])
     config_dict["data_path"] = os.path.abspath(config.external_config_dict.get("data_path") or "dataset")
@@ -178,8 +183,9 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
                 param_space=to_ray_space(space, search_alg),
                 tune_config=ray_tune.TuneConfig(
                     metric=metric, mode=mode, num_samples=num_samples,
-                    scheduler=_scheduler(scheduler, metric, mode, config["epochs"]),
-                    search_alg=_search_alg(search_alg, metric, mode, config["seed"]),
+                    # one report per epoch plus the final one with the test metrics
+                    scheduler=_scheduler(scheduler, config["epochs"] + 1),
+                    search_alg=_search_alg(search_alg, config["seed"]),
                     max_concurrent_trials=concurrent_trials, time_budget_s=time_budget_s,
                 ),
                 run_config=air.RunConfig(
@@ -233,7 +239,7 @@ def write_results(path, rows, best, metric):
         writer.writeheader()
         writer.writerows(rows)
     table = tabulate([[r.get(c, "") for c in columns] for r in rows], headers=columns, tablefmt="github",
-                     floatfmt=".4f")
+                     floatfmt=".4g")
     Path(os.path.join(path, "results.md")).write_text(table + "\n", encoding="utf-8")
     if best is not None:
         params = {k: v for k, v in best.items()

@@ -1,5 +1,4 @@
 """AMR and APR end to end: lambda = 0 is VBPR, pre-training, checkpoints, cold items, protocol."""
-import pytest
 import torch
 
 from recbole_robust import run_recbole_robust
@@ -28,7 +27,6 @@ def test_amr_from_vbpr_checkpoint_and_reload(fast):
     assert shared == sorted(vbpr_state) and missing == []
     assert all(torch.equal(model.state_dict()[k], vbpr_state[k]) for k in shared)
 
-    losses = []
     amr = run_recbole_robust(model="AMR", dataset="ml-100k", config_dict={**fast, "epochs": 2},
                              pretrained=vbpr["saved_model_file"])
     checkpoint = torch.load(amr["saved_model_file"], weights_only=True)

@@ -99,3 +99,14 @@ def test_stage_switch_to_adagrad(fast):
     seen = []
     trainer.fit(train_data, valid_data, callback_fn=lambda e, s: seen.append(type(trainer.optimizer)))
     assert seen == [torch.optim.Adam, torch.optim.Adagrad]
+
+
+def test_early_stopping_waits_for_the_adversarial_stage(fast):
+    config = make_config("APR", "ml-100k", config_dict={**fast, "adv_start_epoch": 3, "stopping_step": 2})
+    _, train_data, _, _ = load_data(config)
+    trainer = get_trainer(config["MODEL_TYPE"], "APR")(config, build_model(config, train_data))
+    for epoch in (0, 1, 2):
+        assert not trainer._enter_stage(epoch) and trainer.stopping_step == float("inf")  # pre-training
+    trainer.cur_step = 7  # patience used up during pre-training
+    assert trainer._enter_stage(3)
+    assert trainer.stopping_step == 2 and trainer.cur_step == 0  # the adversarial stage gets fresh patience

@@ -158,8 +158,17 @@ class RobustMixin:
         self.mirror_gradient = bool(config["mirror_gradient"])
 
     def _enter_stage(self, epoch_idx):
-        """True in the adversarial stage; switches to ``adv_learner`` when the stage begins."""
+        """True in the adversarial stage; switches to ``adv_learner`` when the stage begins.
+
+        Early stopping waits for the adversarial stage: during pre-training it is off, and the stage
+        starts with fresh patience (the best checkpoint of either stage is kept).
+        """
         adversarial = self.adversarial_loss is not None and epoch_idx >= self.adv_start_epoch
+        if self.adversarial_loss is not None:
+            if not adversarial:
+                self.stopping_step = float("inf")
+            elif self.stopping_step == float("inf"):
+                self.stopping_step, self.cur_step = self.config["stopping_step"], 0
         if adversarial and self.config["adv_learner"] and not self._adv_optimizer:
             self.optimizer = self._build_optimizer(
                 learner=self.config["adv_learner"],
