@@ -14,3 +14,9 @@ def test_builtin_model_runs_on_plugin_dataset(fast, model):
 def test_builtin_model_on_benchmark_split(fast):
     result = run_recbole_robust(model="BPR", dataset="tiktok", config_dict={**fast, "epochs": 1})
     assert result["test_result"]["recall@10"] >= 0
+
+
+def test_model_without_validation_still_has_a_checkpoint(fast):
+    # Pop trains one epoch; with eval_step 2 RecBole never validates and never saves
+    result = run_recbole_robust(model="Pop", dataset="ml-100k", config_dict={**fast, "eval_step": 2})
+    assert result["saved_model_file"] and result["test_result"]["hit@10"] > 0

@@ -235,7 +235,11 @@ class RobustMixin:
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        if saved and not os.path.exists(self.saved_model_file):
+            # no validation ran (e.g. eval_step > epochs, as for Pop's single epoch): keep the final model
+            self._save_checkpoint(max(self.train_loss_dict, default=-1), verbose=verbose)
+        return result
 
     def resume_checkpoint(self, resume_file):
         """Continue training from a checkpoint written by this trainer (best or ``.last.pth``)."""

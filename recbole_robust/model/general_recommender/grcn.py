@@ -21,12 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.model.loss import BPRLoss
-from recbole.utils import InputType
-
-from recbole_robust.model.cache import FullSortCache
 from recbole_robust.model.graphs import DotAttentionConv, WeightedSumConv, user_item_edges
+from recbole_robust.model.node_recommender import GraphNodeRecommender
 
 
 class ContentGraph(nn.Module):
@@ -50,11 +46,8 @@ class ContentGraph(nn.Module):
         return x + self.attention(x, both_directions), self.attention.alpha
 
 
-class GRCN(GeneralRecommender):
+class GRCN(GraphNodeRecommender):
     r"""Graph-refined convolutional network: content-refined edge weights for an ID graph convolution."""
-
-    input_type = InputType.PAIRWISE
-    needs_item_features = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -79,8 +72,6 @@ class GRCN(GeneralRecommender):
             for m in self.modalities
         })
         self.convs = nn.ModuleList([WeightedSumConv(), WeightedSumConv()])
-        self.bpr_loss_fct = BPRLoss()
-        self._full_sort_cache = FullSortCache()
         self.perturbation_targets = {"id_embedding": "row", **{f"features_{m}": "row" for m in self.modalities}}
 
     def modality_location(self, modality):
@@ -100,23 +91,7 @@ class GRCN(GeneralRecommender):
         x2 = self.convs[1](x1, self.edge_index, weight)
         return torch.cat([x + x1 + x2] + contents, dim=1)
 
-    def rec_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        x = self.forward()
-        u = x[user]
-        return self.bpr_loss_fct((u * x[pos + self.n_users]).sum(-1), (u * x[neg + self.n_users]).sum(-1))
-
     def calculate_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        reg = (self.id_embedding[user] ** 2).mean() + (self.id_embedding[pos + self.n_users] ** 2).mean() \
-            + (self.id_embedding[neg + self.n_users] ** 2).mean()
-        reg = reg + sum((g.preference[user] ** 2).mean() for g in self.content_graphs.values())
+        user = interaction[self.USER_ID]
+        reg = self.id_regulariser(interaction) + sum((g.preference[user] ** 2).mean() for g in self.content_graphs.values())
         return self.rec_loss(interaction) + self.reg_weight * reg
-
-    def predict(self, interaction):
-        x = self.forward()
-        return (x[interaction[self.USER_ID]] * x[interaction[self.ITEM_ID] + self.n_users]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        x = self._full_sort_cache.get(self, self.forward)
-        return (x[interaction[self.USER_ID]] @ x[self.n_users:].T).view(-1)

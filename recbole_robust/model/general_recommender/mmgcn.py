@@ -23,12 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.model.loss import BPRLoss
-from recbole.utils import InputType
-
-from recbole_robust.model.cache import FullSortCache
 from recbole_robust.model.graphs import LinearMeanConv, user_item_edges
+from recbole_robust.model.node_recommender import GraphNodeRecommender
 
 
 class ModalityGCN(nn.Module):
@@ -56,11 +52,8 @@ class ModalityGCN(nn.Module):
         return x
 
 
-class MMGCN(GeneralRecommender):
+class MMGCN(GraphNodeRecommender):
     r"""Multi-modal graph convolution network: one GCN per modality, averaged."""
-
-    input_type = InputType.PAIRWISE
-    needs_item_features = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -82,8 +75,6 @@ class MMGCN(GeneralRecommender):
                            self.embedding_size, config["n_layers"])
             for m in self.modalities
         })
-        self.bpr_loss_fct = BPRLoss()
-        self._full_sort_cache = FullSortCache()
         self.perturbation_targets = {"id_embedding": "row", **{f"features_{m}": "row" for m in self.modalities}}
 
     def modality_location(self, modality):
@@ -96,23 +87,6 @@ class MMGCN(GeneralRecommender):
                 for m in self.modalities]
         return torch.stack(reps).mean(0)
 
-    def rec_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        x = self.forward()
-        u = x[user]
-        return self.bpr_loss_fct((u * x[pos + self.n_users]).sum(-1), (u * x[neg + self.n_users]).sum(-1))
-
     def calculate_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        reg = (self.id_embedding[user] ** 2).mean() + (self.id_embedding[pos + self.n_users] ** 2).mean() \
-            + (self.id_embedding[neg + self.n_users] ** 2).mean()
-        reg = reg + sum((gcn.preference ** 2).mean() for gcn in self.gcns.values())
+        reg = self.id_regulariser(interaction) + sum((gcn.preference ** 2).mean() for gcn in self.gcns.values())
         return self.rec_loss(interaction) + self.reg_weight * reg
-
-    def predict(self, interaction):
-        x = self.forward()
-        return (x[interaction[self.USER_ID]] * x[interaction[self.ITEM_ID] + self.n_users]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        x = self._full_sort_cache.get(self, self.forward)
-        return (x[interaction[self.USER_ID]] @ x[self.n_users:].T).view(-1)
