@@ -143,7 +143,7 @@ def check_training_options(trainer_class, config, model):
 
 
 class RobustMixin:
-    """Adversarial stages and safe, atomic, resumable checkpoints for a ``recbole.trainer.Trainer``."""
+    """Adversarial stages, Mirror Gradient and safe, resumable checkpoints for a ``recbole.trainer.Trainer``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -193,7 +193,6 @@ class RobustMixin:
             return super()._train_epoch(train_data, epoch_idx, loss_func=mirror.record, show_progress=show_progress)
         finally:
             self.optimizer = mirror.optimizer
-
 
     def _checkpoint_state(self, epoch):
         return {
