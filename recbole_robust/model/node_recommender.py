@@ -1,8 +1,14 @@
 """Base of the GNN recommenders whose ``forward()`` returns one representation per graph node.
 
 Row ``u`` is user ``u`` and row ``n_users + i`` is item ``i`` (MMGCN, GRCN); the score is the dot
-product of the two rows, trained with BPR. Full-sort evaluation reuses ``forward()`` across batches.
+product of the two rows, trained with BPR. The base holds what both share: the ID embedding of every
+node (``embedding_size``), one feature buffer per modality (``features_<modality>``, every modality
+of the dataset unless ``modalities`` selects), ``reg_weight``, and the perturbable tensors.
+Full-sort evaluation reuses ``forward()`` across batches.
 """
+import torch
+from torch import nn
+
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
@@ -16,8 +22,20 @@ class GraphNodeRecommender(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.reg_weight = config["reg_weight"]
+        self.modalities = config["modalities"] or dataset.item_features.modalities
+        for m in self.modalities:
+            self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)  # [n_items, F_m]
+        n_nodes = self.n_users + self.n_items
+        self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, self.embedding_size)))
+        self.perturbation_targets = {"id_embedding": "row", **{f"features_{m}": "row" for m in self.modalities}}
         self.bpr_loss_fct = BPRLoss()
         self._full_sort_cache = FullSortCache()
+
+    def modality_location(self, modality):
+        """(tensor name, column slice) of a modality's item features, for information adjustment."""
+        return f"features_{modality}", slice(None)
 
     def forward(self):
         """[n_users + n_items, d] node representations."""

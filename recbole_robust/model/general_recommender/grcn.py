@@ -50,32 +50,20 @@ class GRCN(GraphNodeRecommender):
     r"""Graph-refined convolutional network: content-refined edge weights for an ID graph convolution."""
 
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-
-        # load parameters info
-        self.embedding_size = config["embedding_size"]
-        self.reg_weight = config["reg_weight"]
-        self.modalities = config["modalities"] or dataset.item_features.modalities
+        super().__init__(config, dataset)  # ID embeddings, feature buffers, reg_weight (node_recommender.py)
 
         # define layers and loss
         users, items = user_item_edges(dataset)
         item_to_user = torch.stack([items + self.n_users, users])  # messages from items to their users
         self.register_buffer("item_to_user", item_to_user, persistent=False)
         self.register_buffer("edge_index", torch.cat([item_to_user, item_to_user.flip(0)], dim=1), persistent=False)
-        for m in self.modalities:
-            self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)
         n_nodes = self.n_users + self.n_items
-        self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, self.embedding_size)))
         self.confidence = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, len(self.modalities))))
         self.content_graphs = nn.ModuleDict({
             m: ContentGraph(self.n_users, dataset.item_features[m].shape[1], config["latent_size"], config["n_routing"])
             for m in self.modalities
         })
         self.convs = nn.ModuleList([WeightedSumConv(), WeightedSumConv()])
-        self.perturbation_targets = {"id_embedding": "row", **{f"features_{m}": "row" for m in self.modalities}}
-
-    def modality_location(self, modality):
-        return f"features_{modality}", slice(None)
 
     def forward(self):
         contents, affinities = [], []

@@ -56,30 +56,17 @@ class MMGCN(GraphNodeRecommender):
     r"""Multi-modal graph convolution network: one GCN per modality, averaged."""
 
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-
-        # load parameters info
-        self.embedding_size = config["embedding_size"]
-        self.reg_weight = config["reg_weight"]
-        self.modalities = config["modalities"] or dataset.item_features.modalities
+        super().__init__(config, dataset)  # ID embeddings, feature buffers, reg_weight (node_recommender.py)
 
         # define layers and loss
         users, items = user_item_edges(dataset)
         edges = torch.stack([users, items + self.n_users])
         self.register_buffer("edge_index", torch.cat([edges, edges.flip(0)], dim=1), persistent=False)
-        for m in self.modalities:
-            self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)  # [n_items, F_m]
-        self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users + self.n_items, self.embedding_size)))
         self.gcns = nn.ModuleDict({
             m: ModalityGCN(self.n_users, dataset.item_features[m].shape[1], config["latent_size"],
                            self.embedding_size, config["n_layers"])
             for m in self.modalities
         })
-        self.perturbation_targets = {"id_embedding": "row", **{f"features_{m}": "row" for m in self.modalities}}
-
-    def modality_location(self, modality):
-        """(tensor name, column slice) of a modality's item features, for information adjustment."""
-        return f"features_{modality}", slice(None)
 
     def forward(self):
         """Representations [n_users + n_items, d]: user u at row u, item i at row n_users + i."""
