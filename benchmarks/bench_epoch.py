@@ -4,6 +4,7 @@
     python benchmarks/bench_epoch.py --suite amr    # AMR vs VBPR (eq. 4 form) on tiktok
     python benchmarks/bench_epoch.py --suite mg     # with / without Mirror Gradient, VBPR MMGCN GRCN FREEDOM
     python benchmarks/bench_epoch.py --suite acae   # ACAE stage two vs CAE on FilmTrust
+    python benchmarks/bench_epoch.py --suite vaegan # VAEGAN ablations vs MultiVAE on ml-100k (256 users a batch)
 
 Each row runs in a fresh subprocess (its own peak resident memory, ``ru_maxrss``) on the same
 machine, one after the other; "ratio" is the row's epoch time over its suite's baseline row. The
@@ -11,6 +12,7 @@ first epoch is a warm-up and is not counted.
 """
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -33,6 +35,9 @@ SUITES = {
         ("CAE", "CAE", "filmtrust", {}, None),
         ("ACAE stage 2", "ACAE", "filmtrust", {"adv_start_epoch": 0}, "CAE"),
     ],
+    "vaegan": [("MultiVAE", "MultiVAE", "ml-100k", {"train_batch_size": 256}, None)] + [
+        (variant, "VAEGAN", "ml-100k", {"variant": variant, "train_batch_size": 256}, "MultiVAE")
+        for variant in ("AVB", "AVB+D", "AVB+D+C")],
 }
 
 
@@ -54,7 +59,11 @@ def measure(model, dataset, overrides, epochs, data_path, build_dir):
         start = time.perf_counter()
         trainer._train_epoch(train_data, epoch)
         times.append(time.perf_counter() - start)
-    return {"epoch_s": times[1:], "batches": len(train_data), "train_inter": train_data._dataset.inter_num,
+    if hasattr(trainer, "train_users"):  # GAN trainer: batches of distinct users
+        batches = math.ceil(len(trainer.train_users(train_data)) / config["train_batch_size"])
+    else:
+        batches = len(train_data)
+    return {"epoch_s": times[1:], "batches": batches, "train_inter": train_data._dataset.inter_num,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads()}
 

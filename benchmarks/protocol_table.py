@@ -9,8 +9,15 @@
     python benchmarks/protocol_table.py --dataset tiktok --preset mg --models VBPR FREEDOM \
         --mirror --analysis noise adjust --seeds 2020 2021 2022
 
+    # VAEGAN table 2 (weak generalisation) on ml-100k: baselines and the three ablations
+    python benchmarks/protocol_table.py --dataset ml-100k --preset vaegan \
+        --models CDAE MultiVAE MultiDAE AVB=VAEGAN AVB+D=VAEGAN AVB+D+C=VAEGAN \
+        --set epochs=300 --set train_batch_size=256 \
+        --set AVB.variant=AVB --set AVB+D.variant=AVB+D --set AVB+D+C.variant=AVB+D+C
+
 Every run is the normal pipeline (``run_recbole_robust``). ``--set key=value`` adds a setting to every
-run, ``--set Model.key=value`` to one model's runs. Prints the tables; writes only RecBole's logs,
+run, ``--set Model.key=value`` to one model's runs; ``--models Label=Model`` runs a model under a
+label of its own (settings ``--set Label.key=value``), e.g. one row per ablation of a model. Prints the tables; writes only RecBole's logs,
 checkpoints and reports under ``--checkpoint_dir``.
 """
 import argparse
@@ -47,7 +54,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--preset")
-    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--models", nargs="+", required=True, metavar="[Label=]Model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--mirror", action="store_true", help="run every model with and without Mirror Gradient")
     parser.add_argument("--attack_targets", nargs="+")
@@ -64,14 +71,17 @@ def main():
     from recbole_robust.quick_start import run_recbole_robust
 
     common, per_model = parse_sets(args.set)
-    variants = [(m, m, {}) for m in args.models]
+    models = [(m.split("=", 1) if "=" in m else (m, m)) for m in args.models]
+    variants = [(label, model, {}) for label, model in models]
     if args.mirror:
-        variants = [v for m in args.models for v in ((m, m, {}), (f"{m} + MG", m, MG))]
+        variants = [v for label, model in models for v in ((label, model, {}), (f"{label} + MG", model, MG))]
     results = {}
     for label, model, extra in variants:
+        name = label.removesuffix(" + MG")
         for seed in args.seeds:
             config = {"data_path": args.data_path, "checkpoint_dir": args.checkpoint_dir, "show_progress": False,
-                      "state": "WARNING", "seed": seed, **common, **per_model.get(model, {}), **extra}
+                      "state": "WARNING", "seed": seed, **common, **per_model.get(model, {}),
+                      **(per_model.get(name, {}) if name != model else {}), **extra}
             if args.attack_eps:
                 config.update({"attack": "fgm", "attack_eps": args.attack_eps, "attack_targets": args.attack_targets,
                                "attack_metric": args.attack_metric})

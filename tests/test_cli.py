@@ -73,6 +73,8 @@ BAD_INPUTS = {
     "not an npy file": (lambda root: ["--model=VBPR", *toy_dataset(root, "garbage")], "not a numeric .npy"),
     "missing config file": (
         lambda root: ["--model=BPR", "--dataset=ml-100k", "--config_files=none.yaml"], "config file none.yaml"),
+    "invalid VAEGAN variant": (
+        lambda root: ["--model=VAEGAN", "--dataset=ml-100k", "--variant=AVB+X"], "variant must be one of AVB"),
     "resume from missing checkpoint": (
         lambda root: ["--model=BPR", "--dataset=ml-100k", "--resume=nope.pth"], "checkpoint nope.pth not found"),
 }

@@ -75,3 +75,25 @@ def test_freedom_prunes_edges_each_epoch(fast):
     kept = model.masked_adj._nnz() // 2
     assert kept == int(len(model.edge_users) * 0.5)
     assert model.norm_adj._nnz() // 2 == len(model.edge_users)
+
+
+def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):
+    """FREEDOM uses its features at inference only through the frozen kNN graph built from them:
+    adjusting features must rebuild that graph (else the adjustment could not change any ranking)."""
+    result = run_recbole_robust(model="FREEDOM", dataset="ml-100k", preset="mg", config_dict={
+        **fast, **SMALL["FREEDOM"], "train_batch_size": 8192, "analysis": ["adjust"],
+        "adjust_fraction": 0.3, "adjust_modality": "text"})
+    clean, adjusted = result["analysis"]["clean"], result["analysis"]["adjust"]["result"]
+    assert adjusted != clean
+
+    config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"]}, preset="mg")
+    _, train_data, _, _ = load_data(config)
+    model = build_model(config, train_data)
+    items, donors = torch.arange(1, 101), torch.arange(201, 301)
+    tensors = model.adjusted_features("text", items, donors)
+    raw = model.raw_features_text.clone()
+    raw[items] = raw[donors]
+    expected = 0.5 * knn_graph(raw, model.knn_k) + 0.5 * knn_graph(model.raw_features_genre, model.knn_k)
+    assert torch.allclose(tensors["mm_adj"].to_dense(), expected.to_dense(), atol=1e-6)
+    assert not torch.allclose(tensors["mm_adj"].to_dense(), model.mm_adj.to_dense())
+    assert torch.equal(tensors["modality_embeddings.text.weight"][items], model.modality_embeddings.text.weight[donors])

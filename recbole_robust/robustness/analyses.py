@@ -6,7 +6,10 @@
 * ``information_adjustment`` (MG table 5): a fraction of the items get one modality's feature vector
   replaced by that of another random item. The paper inserted generated image captions into item
   text, which needs the raw text and a captioning model; swapping feature vectors between items is
-  the plugin's stand-in for "the content of an item changed after training".
+  the plugin's stand-in for "the content of an item changed after training". A model whose
+  predictions depend on its features through structures built from them (FREEDOM's frozen kNN
+  item-item graph) provides ``adjusted_features(modality, items, donors)``, which returns every
+  tensor that changes, rebuilt as a model loaded on the adjusted data would build it.
 * ``loss_landscape`` (MG figure 3, after Li et al. 2018): the training loss at
   theta + a d1 + b d2 on a grid of (a, b), d1 and d2 random Gaussian directions (optionally
   filter-normalised: each row of d scaled to the norm of the same row of theta).
@@ -68,10 +71,14 @@ def information_adjustment(trainer, test_data, modality, fraction, seed=0):
     rng = np.random.default_rng(seed)
     changed = torch.from_numpy(rng.choice(np.arange(1, n_items + 1), max(1, int(round(fraction * n_items))), replace=False))
     donors = torch.from_numpy(rng.integers(1, n_items + 1, len(changed)))
-    adjusted = base.clone()
-    adjusted[changed, columns] = base[donors, columns]
     with torch.no_grad():
-        return evaluate_with(trainer, test_data, {name: adjusted}), len(changed)
+        if hasattr(model, "adjusted_features"):
+            tensors = model.adjusted_features(modality, changed.to(base.device), donors.to(base.device))
+        else:
+            adjusted = base.clone()
+            adjusted[changed, columns] = base[donors, columns]
+            tensors = {name: adjusted}
+        return evaluate_with(trainer, test_data, tensors), len(changed)
 
 
 def loss_landscape(model, batches, span, points, normalise=True, seed=0):

@@ -16,6 +16,9 @@ plain data only, writes atomically (temporary file + rename) and keeps two files
 * ``<saved_model_file stem>.last.pth``: the state after the latest validated epoch (model,
   optimiser, early-stopping counters, random number generator states), for ``resume_checkpoint``.
 
+A NaN or infinite training loss stops training with ``TrainingDiverged`` (one line naming the
+epoch and the checkpoint kept) instead of RecBole's bare ``ValueError``.
+
 The mixin is combined with RecBole's own trainer classes (``registry.get_trainer``), so RecBole's
 built-in models get safe checkpoints (and the adversary, where their trainer uses RecBole's loop).
 """
@@ -29,7 +32,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
 from recbole_robust.trainer.mirror import MirrorOptimizer, check_mirror_config
 from recbole_robust.trainer.perturbation import AdversarialLoss, parse_terms
 
@@ -178,7 +181,19 @@ class RobustMixin:
             self.logger.info(f"epoch {epoch_idx}: adversarial stage, optimiser {self.config['adv_learner']}")
         return adversarial
 
+    def _check_nan(self, loss):
+        if not torch.isfinite(loss):  # RecBole's check: NaN only, as a bare ValueError
+            self._diverged(f"training loss is {loss.item()}")
+
+    def _diverged(self, what):
+        kept = (f"the best checkpoint so far is kept: {self.saved_model_file}"
+                if os.path.exists(self.saved_model_file) else "no checkpoint had been saved yet")
+        message = f"{what} in epoch {self._epoch}: training stopped, {kept}"
+        self.logger.error(message)  # the run's log file says why it ended
+        raise TrainingDiverged(message)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch = epoch_idx
         if hasattr(self.model, "pre_epoch_processing"):  # e.g. FREEDOM's edge pruning
             self.model.pre_epoch_processing()
         if loss_func is None and self._enter_stage(epoch_idx):

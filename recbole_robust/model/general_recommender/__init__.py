@@ -6,6 +6,7 @@ from recbole_robust.model.general_recommender.cae import CAE
 from recbole_robust.model.general_recommender.freedom import FREEDOM
 from recbole_robust.model.general_recommender.grcn import GRCN
 from recbole_robust.model.general_recommender.mmgcn import MMGCN
+from recbole_robust.model.general_recommender.vaegan import VAEGAN
 from recbole_robust.model.general_recommender.vbpr import VBPR
 
-__all__ = ["ACAE", "AMR", "APR", "CAE", "FREEDOM", "GRCN", "MMGCN", "VBPR"]
+__all__ = ["ACAE", "AMR", "APR", "CAE", "FREEDOM", "GRCN", "MMGCN", "VAEGAN", "VBPR"]

@@ -65,8 +65,10 @@ class FREEDOM(GeneralRecommender):
                              persistent=False)
         self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items), persistent=False)
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
-        graphs = [w * knn_graph(dataset.item_features[m], config["knn_k"]) for m, w in self.modality_weights.items()]
-        self.register_buffer("mm_adj", torch.stack(graphs).sum(0).coalesce(), persistent=False)
+        self.knn_k = config["knn_k"]
+        for m in self.modalities:  # the files' features: the kNN graph is built from them
+            self.register_buffer(f"raw_features_{m}", dataset.item_features[m], persistent=False)
+        self.register_buffer("mm_adj", self._item_item_graph(), persistent=False)
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_id_embedding = nn.Embedding(self.n_items, self.embedding_size)
@@ -85,8 +87,23 @@ class FREEDOM(GeneralRecommender):
             **{f"modality_embeddings.{m}.weight": "row" for m in self.modalities},
         }
 
+    def _item_item_graph(self, features=None):
+        features = {m: getattr(self, f"raw_features_{m}") for m in self.modalities} | (features or {})
+        graphs = [w * knn_graph(features[m], self.knn_k) for m, w in self.modality_weights.items()]
+        return torch.stack(graphs).sum(0).coalesce()
+
     def modality_location(self, modality):
         return f"modality_embeddings.{modality}.weight", slice(None)
+
+    def adjusted_features(self, modality, items, donors):
+        """Tensors that change when ``items`` get the ``modality`` features of ``donors`` (information
+        adjustment): the modality embeddings and the frozen kNN graph, rebuilt from the adjusted
+        features as a FREEDOM loaded on the adjusted data would build it."""
+        raw = getattr(self, f"raw_features_{modality}").clone()
+        raw[items] = raw[donors]
+        embedding = self.modality_embeddings[modality].weight.detach().clone()
+        embedding[items] = embedding[donors]
+        return {f"modality_embeddings.{modality}.weight": embedding, "mm_adj": self._item_item_graph({modality: raw})}
 
     def pre_epoch_processing(self):
         """Degree-sensitive edge pruning: keep (1 - dropout) of the edges, sampled by d_u^-1/2 d_i^-1/2."""

@@ -1,0 +1,128 @@
+"""Trainer of GAN-style models (VAEGAN): one optimiser per player, safe checkpoints, per-player losses.
+
+The model names its players and their parameters (``players()``: e.g. ``{"G": ..., "T": ..., "D": ...}``)
+and provides the losses; the trainer owns the optimisers and the order of the updates. For each batch:
+
+1. ``batch = model.generator_batch(users)``: one pass of the generator;
+2. every discriminator ``p`` in ``model.discriminator_losses(batch)`` (computed from the generator's
+   outputs detached) takes one step of its own optimiser;
+3. the generator takes one step on ``model.generator_loss(batch, alpha)`` against the updated
+   discriminators, whose parameters are frozen meanwhile (no gradient is computed for them);
+   ``alpha = model.alpha(epochs done, fractional)`` is the annealed weight of the prior term.
+
+A batch is ``train_batch_size`` distinct training users, shuffled each epoch with the training
+loader's generator (saved in checkpoints, so a resumed run sees the same batches). The epoch's
+training loss (RecBole's ``train_loss_dict``, the log line) is G's; the log line also shows each
+player's loss and alpha, all kept per epoch in ``loss_history``. A NaN or infinite loss stops training
+with a ``TrainingDiverged`` error naming the player and the best checkpoint kept so far.
+"""
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from tqdm import tqdm
+
+from recbole_robust.trainer.trainer import RobustMixin
+
+
+class PlayerOptimizers:
+    """The players' optimisers, saved and restored together (``state_dict`` keyed by player)."""
+
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+    def __getitem__(self, player):
+        return self.optimizers[player]
+
+    def zero_grad(self, set_to_none=True):
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {player: optimizer.state_dict() for player, optimizer in self.optimizers.items()}
+
+    def load_state_dict(self, state):
+        for player, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[player])
+
+
+class GANTrainer(RobustMixin, Trainer):
+    """Alternating updates of a model's players (see the module docstring)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.loss_history = {}
+        self._train_users = None
+
+    def _build_optimizer(self, **kwargs):
+        players = self.model.players()
+        return PlayerOptimizers({
+            player: super(GANTrainer, self)._build_optimizer(params=params, **kwargs)
+            for player, params in players.items()
+        })
+
+    def _step(self, player, loss, params):
+        self._check_player_loss(player, loss)
+        optimizer = self.optimizer[player]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, **self.clip_grad_norm)
+        optimizer.step()
+
+    def _check_player_loss(self, player, loss):
+        if not torch.isfinite(loss):
+            self._diverged(f"{player} loss is {loss.item()}")
+
+    def train_users(self, train_data):
+        """The distinct users of the training interactions (the epoch's batches are drawn from them)."""
+        if self._train_users is None:
+            dataset = train_data._dataset
+            self._train_users = torch.unique(dataset.inter_feat[dataset.uid_field]).to(self.device)
+        return self._train_users
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch = epoch_idx
+        self.model.train()
+        users = self.train_users(train_data)
+        order = torch.randperm(len(users), generator=train_data.generator).to(self.device)
+        batches = users[order].split(self.config["train_batch_size"])
+        players = self.model.players()
+        sums, alpha = {}, 0.0
+        iter_data = (
+            tqdm(batches, total=len(batches), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress else batches
+        )
+        for batch_idx, user in enumerate(iter_data):
+            batch = self.model.generator_batch(user)
+            losses = {}
+            for player, loss in self.model.discriminator_losses(batch).items():
+                self._step(player, loss, players[player])
+                losses[player] = loss.item()
+            alpha = self.model.alpha(epoch_idx + (batch_idx + 1) / len(batches))
+            frozen = [p for player, params in players.items() if player != "G" for p in params]
+            for p in frozen:
+                p.requires_grad_(False)
+            try:
+                loss, parts = self.model.generator_loss(batch, alpha)
+                self._step("G", loss, players["G"])
+            finally:
+                for p in frozen:
+                    p.requires_grad_(True)
+            losses["G"] = loss.item()
+            losses.update({f"G.{name}": value.item() for name, value in parts.items()})
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if show_progress:
+                iter_data.set_postfix_str(set_color(f"G: {losses['G']:.4f}", "yellow"))
+        history = {name: value / len(batches) for name, value in sums.items()}
+        history["alpha"] = alpha
+        self.loss_history[epoch_idx] = history
+        return history["G"]
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        des = self.config["loss_decimal_place"] or 4
+        parts = ", ".join(
+            set_color(name, "blue") + f": {value:.{des}f}" for name, value in self.loss_history[epoch_idx].items()
+        )
+        return set_color(f"epoch {epoch_idx} training", "green") + f" [{set_color('time', 'blue')}: " \
+            f"{e_time - s_time:.2f}s, {parts}]"
