@@ -1,7 +1,7 @@
 """Trainer of GAN-style models (VAEGAN): one optimiser per player, safe checkpoints, per-player losses.
 
-The model names its players and their parameters (``players()``: e.g. ``{"G": ..., "T": ..., "D": ...}``)
-and provides the losses; the trainer owns the optimisers and the order of the updates. For each batch:
+The model names its players and their parameters (``players()``: e.g. ``{"G": ..., "T": ..., "D": ...}``;
+the generator is ``G``, every other player is a discriminator) and provides the losses; the trainer owns the optimisers and the order of the updates. For each batch:
 
 1. ``batch = model.generator_batch(users)``: one pass of the generator;
 2. every discriminator ``p`` in ``model.discriminator_losses(batch)`` (computed from the generator's
@@ -32,10 +32,6 @@ class PlayerOptimizers:
 
     def __getitem__(self, player):
         return self.optimizers[player]
-
-    def zero_grad(self, set_to_none=True):
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self):
         return {player: optimizer.state_dict() for player, optimizer in self.optimizers.items()}
