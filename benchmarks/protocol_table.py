@@ -17,8 +17,8 @@
 
 Every run is the normal pipeline (``run_recbole_robust``). ``--set key=value`` adds a setting to every
 run, ``--set Model.key=value`` to one model's runs; ``--models Label=Model`` runs a model under a
-label of its own (settings ``--set Label.key=value``), e.g. one row per ablation of a model. Prints the tables; writes only RecBole's logs,
-checkpoints and reports under ``--checkpoint_dir``.
+label of its own (settings ``--set Label.key=value``), e.g. one row per ablation of a model. Prints
+the tables; writes only RecBole's logs, checkpoints and reports under ``--checkpoint_dir``.
 """
 import argparse
 import ast

@@ -7,7 +7,9 @@ Reference:
 
 * Frozen item-item graph: a kNN graph (``knn_k``, cosine) per modality from the raw features,
   symmetrically normalised, combined with ``modality_weights`` (default: equal; the paper's
-  image/text setting is ``{image: 0.1, text: 0.9}``), built once with torch and never updated.
+  image/text setting is ``{image: 0.1, text: 0.9}``), built once with torch and never trained. The
+  information-adjustment analysis rebuilds it from the adjusted features (``adjusted_features``):
+  at inference the features reach the ranking only through this graph.
 * Denoised user-item graph: before every epoch ``dropout`` of the edges are dropped, sampled with
   probability proportional to d_u^-1/2 d_i^-1/2 (degree-sensitive pruning); evaluation uses the full
   normalised graph.
