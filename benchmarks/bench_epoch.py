@@ -12,7 +12,6 @@ first epoch is a warm-up and is not counted.
 """
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -59,11 +58,7 @@ def measure(model, dataset, overrides, epochs, data_path, build_dir):
         start = time.perf_counter()
         trainer._train_epoch(train_data, epoch)
         times.append(time.perf_counter() - start)
-    if hasattr(trainer, "train_users"):  # GAN trainer: batches of distinct users
-        batches = math.ceil(len(trainer.train_users(train_data)) / config["train_batch_size"])
-    else:
-        batches = len(train_data)
-    return {"epoch_s": times[1:], "batches": batches, "train_inter": train_data._dataset.inter_num,
+    return {"epoch_s": times[1:], "batches": len(train_data), "train_inter": train_data._dataset.inter_num,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads()}
 

@@ -9,6 +9,9 @@
   the model's ``trainer_class`` (default ``RobustTrainer``);
 * **datasets**: ``recbole.data.create_dataset`` looks up ``recbole.data.dataset.<Name>Dataset``; it is
   set to ``MultimodalDataset`` for models with ``needs_item_features = True``;
+* **training loaders**: RecBole gives its auto-encoders (MultiVAE, CDAE ...) a ``UserDataLoader``
+  (batches of user ids) by model name; ``recbole.data.utils.get_dataloader`` is wrapped to do the
+  same for plugin models with ``user_dataloader = True`` (VAEGAN);
 * **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
   defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
   and ``dataset_configs/<dataset>.yaml``; ``Config._set_default_parameters`` is wrapped to build a
@@ -23,8 +26,10 @@ import pkgutil
 import sys
 
 import recbole.data.dataset
+import recbole.data.utils
 import recbole.trainer
 from recbole.config import Config
+from recbole.data.dataloader import UserDataLoader
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
@@ -84,6 +89,18 @@ def _hook_config():
     Config._set_default_parameters = set_default_parameters
 
 
+def _hook_dataloader(user_loader_models):
+    original = recbole.data.utils.get_dataloader
+
+    @functools.wraps(original)
+    def get_dataloader(config, phase):
+        if phase == "train" and config["model"] in user_loader_models:
+            return UserDataLoader
+        return original(config, phase)
+
+    recbole.data.utils.get_dataloader = get_dataloader  # the name data_preparation looks up
+
+
 def register():
     """Make every plugin model visible to RecBole's lookups (idempotent)."""
     global _REGISTERED
@@ -98,6 +115,7 @@ def register():
         if getattr(cls, "needs_item_features", False):
             setattr(recbole.data.dataset, f"{name}Dataset", MultimodalDataset)
     _hook_config()
+    _hook_dataloader({name for name, cls in plugin_models().items() if getattr(cls, "user_dataloader", False)})
     _REGISTERED = True
 
 

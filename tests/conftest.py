@@ -57,3 +57,22 @@ def run_cli(args, cwd, env_extra=None):
         [sys.executable, str(REPO / "run_recbole_robust.py"), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
     )
+
+
+def killed_run(epoch, **run_args):
+    """``run_recbole_robust(**run_args)`` killed right after validating ``epoch``; returns its ``.last.pth``."""
+    import glob
+
+    from recbole_robust import run_recbole_robust
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch_idx, valid_score):
+        if epoch_idx == epoch:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_recbole_robust(**run_args, callback_fn=kill)
+    folder = run_args["config_dict"]["checkpoint_dir"]
+    return sorted(glob.glob(os.path.join(folder, "*.last.pth")), key=os.path.getmtime)[-1]

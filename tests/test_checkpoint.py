@@ -10,6 +10,8 @@ from recbole_robust.quick_start import build_model, load_data, make_config, run_
 from recbole_robust.registry import get_trainer
 from recbole_robust.trainer import load_checkpoint
 
+from conftest import killed_run
+
 
 def test_checkpoint_round_trip_weights_only(fast):
     result = run_recbole_robust(model="VBPR", dataset="ml-100k", config_dict=fast)
@@ -32,16 +34,7 @@ def test_killed_run_resumes_from_last_checkpoint(fast):
     config_dict = {**fast, "epochs": 4}
     uninterrupted = run_recbole_robust(model="VBPR", dataset="ml-100k", config_dict=config_dict)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_1(epoch_idx, valid_score):
-        if epoch_idx == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_recbole_robust(model="VBPR", dataset="ml-100k", config_dict=config_dict, callback_fn=kill_after_epoch_1)
-    last = sorted(glob.glob(os.path.join(fast["checkpoint_dir"], "*.last.pth")), key=os.path.getmtime)[-1]
+    last = killed_run(1, model="VBPR", dataset="ml-100k", config_dict=config_dict)
     assert torch.load(last, weights_only=True)["epoch"] == 1
 
     epochs_seen = []

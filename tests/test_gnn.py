@@ -91,9 +91,9 @@ def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):
     model = build_model(config, train_data)
     items, donors = torch.arange(1, 101), torch.arange(201, 301)
     tensors = model.adjusted_features("text", items, donors)
-    raw = model.raw_features_text.clone()
+    raw = model.features_text.clone()
     raw[items] = raw[donors]
-    expected = 0.5 * knn_graph(raw, model.knn_k) + 0.5 * knn_graph(model.raw_features_genre, model.knn_k)
+    expected = 0.5 * knn_graph(raw, model.knn_k) + 0.5 * knn_graph(model.features_genre, model.knn_k)
     assert torch.allclose(tensors["mm_adj"].to_dense(), expected.to_dense(), atol=1e-6)
     assert not torch.allclose(tensors["mm_adj"].to_dense(), model.mm_adj.to_dense())
     assert torch.equal(tensors["modality_embeddings.text.weight"][items], model.modality_embeddings.text.weight[donors])

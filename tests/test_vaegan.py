@@ -1,5 +1,4 @@
 """VAEGAN: discriminator T, annealing, masking, contractive penalty, ablations, NaN stop, resume."""
-import glob
 import os
 import re
 
@@ -11,6 +10,8 @@ from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
 from recbole_robust.trainer.gan import GANTrainer
+
+from conftest import killed_run
 
 
 def vaegan(fast, **settings):
@@ -163,17 +164,7 @@ def test_resumed_gan_run_equals_uninterrupted(fast):
                    "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}}
     uninterrupted = run_recbole_robust(model="VAEGAN", dataset="ml-100k", preset="vaegan", config_dict=config_dict)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_1(epoch_idx, valid_score):
-        if epoch_idx == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_recbole_robust(model="VAEGAN", dataset="ml-100k", preset="vaegan", config_dict=config_dict,
-                           callback_fn=kill_after_epoch_1)
-    last = sorted(glob.glob(os.path.join(fast["checkpoint_dir"], "*.last.pth")), key=os.path.getmtime)[-1]
+    last = killed_run(1, model="VAEGAN", dataset="ml-100k", preset="vaegan", config_dict=config_dict)
     resumed = run_recbole_robust(model="VAEGAN", dataset="ml-100k", preset="vaegan", config_dict=config_dict,
                                  resume=last)
     assert resumed["test_result"] == uninterrupted["test_result"]

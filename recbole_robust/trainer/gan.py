@@ -10,8 +10,9 @@ the generator is ``G``, every other player is a discriminator) and provides the 
    discriminators, whose parameters are frozen meanwhile (no gradient is computed for them);
    ``alpha = model.alpha(epochs done, fractional)`` is the annealed weight of the prior term.
 
-A batch is ``train_batch_size`` distinct training users, shuffled each epoch with the training
-loader's generator (saved in checkpoints, so a resumed run sees the same batches). The epoch's
+The training loader is RecBole's ``UserDataLoader`` (the model sets ``user_dataloader = True``): a
+batch is ``train_batch_size`` user ids, shuffled each epoch with the loader's generator (saved in
+checkpoints, so a resumed run sees the same batches). The epoch's
 training loss (RecBole's ``train_loss_dict``, the log line) is G's; the log line also shows each
 player's loss and alpha, all kept per epoch in ``loss_history``. A NaN or infinite loss stops training
 with a ``TrainingDiverged`` error naming the player and the best checkpoint kept so far.
@@ -47,7 +48,6 @@ class GANTrainer(RobustMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.loss_history = {}
-        self._train_users = None
 
     def _build_optimizer(self, **kwargs):
         players = self.model.players()
@@ -69,32 +69,22 @@ class GANTrainer(RobustMixin, Trainer):
         if not torch.isfinite(loss):
             self._diverged(f"{player} loss is {loss.item()}")
 
-    def train_users(self, train_data):
-        """The distinct users of the training interactions (the epoch's batches are drawn from them)."""
-        if self._train_users is None:
-            dataset = train_data._dataset
-            self._train_users = torch.unique(dataset.inter_feat[dataset.uid_field]).to(self.device)
-        return self._train_users
-
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx
         self.model.train()
-        users = self.train_users(train_data)
-        order = torch.randperm(len(users), generator=train_data.generator).to(self.device)
-        batches = users[order].split(self.config["train_batch_size"])
         players = self.model.players()
-        sums, alpha = {}, 0.0
+        n_batches, sums, alpha = len(train_data), {}, 0.0
         iter_data = (
-            tqdm(batches, total=len(batches), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
-            if show_progress else batches
+            tqdm(train_data, total=n_batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress else train_data
         )
-        for batch_idx, user in enumerate(iter_data):
-            batch = self.model.generator_batch(user)
+        for batch_idx, interaction in enumerate(iter_data):
+            batch = self.model.generator_batch(interaction[self.model.USER_ID].to(self.device))
             losses = {}
             for player, loss in self.model.discriminator_losses(batch).items():
                 self._step(player, loss, players[player])
                 losses[player] = loss.item()
-            alpha = self.model.alpha(epoch_idx + (batch_idx + 1) / len(batches))
+            alpha = self.model.alpha(epoch_idx + (batch_idx + 1) / n_batches)
             frozen = [p for player, params in players.items() if player != "G" for p in params]
             for p in frozen:
                 p.requires_grad_(False)
@@ -110,7 +100,7 @@ class GANTrainer(RobustMixin, Trainer):
                 sums[name] = sums.get(name, 0.0) + value
             if show_progress:
                 iter_data.set_postfix_str(set_color(f"G: {losses['G']:.4f}", "yellow"))
-        history = {name: value / len(batches) for name, value in sums.items()}
+        history = {name: value / n_batches for name, value in sums.items()}
         history["alpha"] = alpha
         self.loss_history[epoch_idx] = history
         return history["G"]

@@ -69,7 +69,7 @@ class FREEDOM(GeneralRecommender):
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
         self.knn_k = config["knn_k"]
         for m in self.modalities:  # the files' features: the kNN graph is built from them
-            self.register_buffer(f"raw_features_{m}", dataset.item_features[m], persistent=False)
+            self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)
         self.register_buffer("mm_adj", self._item_item_graph(), persistent=False)
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -90,7 +90,7 @@ class FREEDOM(GeneralRecommender):
         }
 
     def _item_item_graph(self, features=None):
-        features = {m: getattr(self, f"raw_features_{m}") for m in self.modalities} | (features or {})
+        features = {m: getattr(self, f"features_{m}") for m in self.modalities} | (features or {})
         graphs = [w * knn_graph(features[m], self.knn_k) for m, w in self.modality_weights.items()]
         return torch.stack(graphs).sum(0).coalesce()
 
@@ -101,7 +101,7 @@ class FREEDOM(GeneralRecommender):
         """Tensors that change when ``items`` get the ``modality`` features of ``donors`` (information
         adjustment): the modality embeddings and the frozen kNN graph, rebuilt from the adjusted
         features as a FREEDOM loaded on the adjusted data would build it."""
-        raw = getattr(self, f"raw_features_{modality}").clone()
+        raw = getattr(self, f"features_{modality}").clone()
         raw[items] = raw[donors]
         embedding = self.modality_embeddings[modality].weight.detach().clone()
         embedding[items] = embedding[donors]

@@ -38,7 +38,8 @@ decoder's logits. Choices the paper leaves open and made here: T and D are one-h
 LeakyReLU MLPs (``disc_hidden_size``), z_c has ``cond_size`` dimensions, T sees the normalised
 history without dropout, one optimiser per player with the same learner and learning rate, each
 batch updates T and D once and then G once (after T and D), and a batch is ``train_batch_size``
-users (the paper's batch of 256 users; each training user appears once per epoch).
+users (the paper's batch of 256 users): RecBole's ``UserDataLoader``, as for its own auto-encoders,
+so every user appears once per epoch.
 """
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,7 @@ class VAEGAN(GeneralRecommender, AutoEncoderMixin):
 
     input_type = InputType.POINTWISE
     trainer_class = GANTrainer
+    user_dataloader = True  # trained on batches of users, like RecBole's auto-encoders
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
