@@ -57,17 +57,13 @@ class GANTrainer(RobustMixin, Trainer):
         })
 
     def _step(self, player, loss, params):
-        self._check_player_loss(player, loss)
+        self._check_nan(loss, f"{player} loss")
         optimizer = self.optimizer[player]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, **self.clip_grad_norm)
         optimizer.step()
-
-    def _check_player_loss(self, player, loss):
-        if not torch.isfinite(loss):
-            self._diverged(f"{player} loss is {loss.item()}")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx

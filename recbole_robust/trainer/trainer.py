@@ -181,14 +181,13 @@ class RobustMixin:
             self.logger.info(f"epoch {epoch_idx}: adversarial stage, optimiser {self.config['adv_learner']}")
         return adversarial
 
-    def _check_nan(self, loss):
-        if not torch.isfinite(loss):  # RecBole's check: NaN only, as a bare ValueError
-            self._diverged(f"training loss is {loss.item()}")
-
-    def _diverged(self, what):
+    def _check_nan(self, loss, name="training loss"):
+        """Stop on a NaN or infinite ``loss`` (RecBole's check: NaN only, as a bare ValueError)."""
+        if torch.isfinite(loss):
+            return
         kept = (f"the best checkpoint so far is kept: {self.saved_model_file}"
                 if os.path.exists(self.saved_model_file) else "no checkpoint had been saved yet")
-        message = f"{what} in epoch {self._epoch}: training stopped, {kept}"
+        message = f"{name} is {loss.item()} in epoch {self._epoch}: training stopped, {kept}"
         self.logger.error(message)  # the run's log file says why it ended
         raise TrainingDiverged(message)
 
