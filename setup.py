@@ -1,22 +1,23 @@
-"""Install recbole-robust: ``pip install -e .`` (or ``pip install .``).
+"""Install recbole-robust: ``pip install -e . -c constraints.txt`` (or ``pip install . -c constraints.txt``).
 
-The pins below are the one place the dependency set is fixed; README.md ("Dependency pins") says why
-each one is needed. ``torch==2.13.0`` is exact on purpose: an unpinned torch makes pip download the
-newest CUDA build (several GB) instead of the local CPU wheel.
+``install_requires`` states the ranges that work, so that adding the plugin to a working RecBole
+environment keeps its packages (its torch in particular); ``constraints.txt`` pins the exact set the
+tests and CI ran with. README.md ("Dependency pins") says why each bound is needed.
 """
 from setuptools import setup
 
 install_requires = [
-    "torch==2.13.0",
-    "recbole==1.2.1",
-    "ray[tune]==2.6.3",  # RecBole 1.2.1 pins ray<=2.6.3
-    "numpy==1.26.4",  # Ray 2.6.3 uses np.bool8, removed in numpy 2
-    "pandas==2.2.3",  # pandas >= 2.3 / 3 need numpy 2
-    "scipy==1.12.0",  # RecBole's LightGCN, NGCF... call dok_matrix._update, removed in scipy 1.13
-    "pyarrow==17.0.0",  # pyarrow >= 18 needs numpy 2; Ray 2.6.3 imports it
+    "torch>=2.13,<3",  # the oldest torch tested; never let pip pick one itself (it would fetch a CUDA build)
+    "recbole==1.2.1",  # the RecBole whose internals the plugin hooks into (checked at import)
+    "ray[tune]>=2.5,<=2.6.3",  # RecBole 1.2.1 pins ray<=2.6.3
+    "numpy>=1.24,<2",  # Ray 2.6.3 uses np.bool8, removed in numpy 2
+    "pandas>=2.0,<2.3",  # pandas >= 2.3 needs numpy 2
+    "scipy>=1.10,<1.13",  # RecBole's LightGCN, NGCF... call dok_matrix._update, removed in scipy 1.13
+    "pyarrow>=12,<18",  # pyarrow >= 18 needs numpy 2; Ray 2.6.3 imports it
     "setuptools>=70,<81",  # Ray 2.6.3 imports pkg_resources, removed in setuptools 81
-    "torch_geometric==2.8.1",
-    "hyperopt==0.2.7",  # model-based search for Ray Tune (ray.tune.search.hyperopt)
+    "torch_geometric>=2.4,<3",
+    "hyperopt>=0.2.7,<0.3",  # model-based search for Ray Tune (ray.tune.search.hyperopt)
+    "filelock>=3.12",  # the build cache's lock
     "scikit-learn>=1.3",
     "matplotlib>=3.8",
     "pyyaml>=6.0",

@@ -26,8 +26,9 @@ Data: plugin datasets (ml-100k, tiktok, amazon, filmtrust, ciaodvd, ml-1m) are s
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run_recbole_robust.py",
+        allow_abbrev=False,  # --data=... must not become --data_path
         description="Train and evaluate a RecBole or recbole-robust model (RecBole-style run).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -67,15 +68,46 @@ def build_parser():
     return parser
 
 
+class ArgumentError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2, as every other bad input
+        raise ArgumentError(message)
+
+
+def repeated_option(argv):
+    seen = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            key = arg[2:].partition("=")[0]
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
 def main(argv=None):
+    """Parse, validate, run; returns the exit code (2 for bad input, 1 for a diverged run)."""
     argv = sys.argv[1:] if argv is None else argv
-    args, _ = build_parser().parse_known_args(argv)
-    # RecBole reads --key=value overrides from sys.argv itself; options given as "--key value" are
-    # passed on explicitly so both spellings work.
-    config_dict = {k: getattr(args, k) for k in ("data_path", "build_dir") if getattr(args, k)}
-    config_files = args.config_files.strip().split(" ") if args.config_files else None
     try:
-        from recbole_robust.quick_start import compare_models, run_recbole_robust
+        from recbole_robust.config import parse_overrides
+
+        repeated = repeated_option(argv)
+        if repeated:
+            raise ArgumentError(f"option --{repeated} is given more than once")
+        args, rest = build_parser().parse_known_args(argv)
+        # every other --key=value is a RecBole setting, parsed as a literal (never evaluated)
+        config_dict = parse_overrides(rest)
+        config_dict.update({k: getattr(args, k) for k in ("data_path", "build_dir") if getattr(args, k)})
+        config_files = args.config_files.strip().split() if args.config_files else None
+    except (ArgumentError, RecBoleRobustError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        from recbole_robust.robustness.runs import compare_models
+        from recbole_robust.quick_start import run_recbole_robust
 
         if args.tune:
             from recbole_robust.tune import tune

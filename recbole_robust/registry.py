@@ -1,6 +1,7 @@
 """Plug recbole_robust into RecBole's own lookups (RecBole has no registry object).
 
-``register()`` runs once, when ``recbole_robust`` is imported:
+``register()`` runs once, when ``recbole_robust`` is imported. It first checks the RecBole internals
+it relies on (``recbole_internals.py``: version and signatures, one line if they differ), then:
 
 * **models**: ``recbole.utils.get_model(name)`` imports ``recbole.model.<submodule>.<name lower>``;
   each plugin model module is placed in ``sys.modules`` under
@@ -14,11 +15,18 @@
   same for plugin models with ``user_dataloader = True`` (VAEGAN);
 * **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
   defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
-  and ``dataset_configs/<dataset>.yaml``; ``Config._set_default_parameters`` is wrapped to build a
-  plugin dataset and point ``data_path`` at it (``data.prepare``), and to fall back from time
-  order to random order on data without timestamps.
+  and ``dataset_configs/<dataset>.yaml`` -- only where the plugin is involved (a plugin model, the
+  plugin's pipeline, or a plugin dataset). ``Config._set_default_parameters`` points ``data_path`` at
+  a plugin dataset's build folder; nothing is built until RecBole loads the data
+  (``Dataset._load_data`` is wrapped to build it then), so a ``Config`` never writes anything;
+* **checkpoints**: ``Trainer._save_checkpoint`` is replaced by one that stores tensors and plain
+  data (``weights_only=True`` loads it) and writes atomically, so RecBole's own trainers can reload
+  their checkpoints on torch >= 2.6 (RecBole 1.2.1 pickles its ``Config``, which torch refuses).
 
-RecBole's installed files are never edited. Plugin names never shadow RecBole's built-in models.
+Which dataset a name means (``data.prepare.plugin_source``): RecBole's atomic files win for RecBole's
+models in plain RecBole code; the plugin's source files win for plugin models and in the plugin's
+pipeline; ``plugin_dataset: True | False`` forces either. A dataset without a plugin config is always
+RecBole's. RecBole's installed files are never edited; plugin names never shadow RecBole's models.
 """
 import functools
 import importlib
@@ -30,16 +38,19 @@ import recbole.data.utils
 import recbole.trainer
 from recbole.config import Config
 from recbole.data.dataloader import UserDataLoader
+from recbole.data.dataset import Dataset
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_robust import resources
+from recbole_robust import recbole_internals, resources
+from recbole_robust.config import PluginConfig
 from recbole_robust.data.dataset import MultimodalDataset
-from recbole_robust.data.prepare import prepare_dataset, time_order_fallback
+from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_target, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.trainer.trainer import RobustTrainer, RobustMixin
+from recbole_robust.model.contract import hook
+from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, save_plain_checkpoint
 
 MODEL_PACKAGES = {"general_recommender": "recbole_robust.model.general_recommender"}
 _REGISTERED = False
@@ -64,6 +75,10 @@ def _recbole_has_module(submodule, file_name):
     return any(info.name == file_name for info in pkgutil.iter_modules(spec.submodule_search_locations))
 
 
+def is_plugin_model(model_class):
+    return isinstance(model_class, type) and model_class.__module__.startswith("recbole_robust.")
+
+
 def _hook_config():
     original_internal = Config._load_internal_config_dict
     original_defaults = Config._set_default_parameters
@@ -71,22 +86,40 @@ def _hook_config():
     @functools.wraps(original_internal)
     def load_internal_config_dict(self, model, model_class, dataset):
         original_internal(self, model, model_class, dataset)
+        plugin_first = isinstance(self, PluginConfig) or is_plugin_model(model_class)
+        self._plugin_source = plugin_source(dataset, self.external_config_dict, plugin_first)
+        self._plugin_involved = plugin_first or self._plugin_source is not None
+        if not self._plugin_involved:
+            return  # plain RecBole: exactly as without the plugin
         for path in (resources.overall_file(), resources.model_file(model)):
             if path is not None:
                 self._update_internal_config_dict(str(path))
-        dataset_file = resources.dataset_file(dataset)
-        if dataset_file is not None:
-            added = self._update_internal_config_dict(str(dataset_file)) or {}
+        if self._plugin_source:
+            added = self._update_internal_config_dict(str(resources.dataset_file(dataset))) or {}
             self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
 
     @functools.wraps(original_defaults)
     def set_default_parameters(self):
         original_defaults(self)
-        prepare_dataset(self)
-        time_order_fallback(self)
+        if getattr(self, "_plugin_source", None):
+            set_build_target(self, self._plugin_source)
+        if getattr(self, "_plugin_involved", False):
+            time_order_fallback(self)
 
     Config._load_internal_config_dict = load_internal_config_dict
     Config._set_default_parameters = set_default_parameters
+
+
+def _hook_dataset():
+    original = Dataset._load_data
+
+    @functools.wraps(original)
+    def load_data(self, token, dataset_path):
+        if self.config["plugin_build"]:
+            ensure_built(self.config)
+        return original(self, token, dataset_path)
+
+    Dataset._load_data = load_data
 
 
 def _hook_dataloader(user_loader_models):
@@ -106,16 +139,19 @@ def register():
     global _REGISTERED
     if _REGISTERED:
         return
+    recbole_internals.check()
     for name, cls in plugin_models().items():
         submodule = "general_recommender"
         if _recbole_has_module(submodule, name.lower()):
             raise RecBoleRobustError(f"plugin model {name} would shadow RecBole's built-in model of that name")
         sys.modules[f"recbole.model.{submodule}.{name.lower()}"] = sys.modules[cls.__module__]
-        setattr(recbole.trainer, f"{name}Trainer", getattr(cls, "trainer_class", RobustTrainer))
-        if getattr(cls, "needs_item_features", False):
+        setattr(recbole.trainer, f"{name}Trainer", hook(cls, "trainer_class") or RobustTrainer)
+        if hook(cls, "needs_item_features"):
             setattr(recbole.data.dataset, f"{name}Dataset", MultimodalDataset)
     _hook_config()
-    _hook_dataloader({name for name, cls in plugin_models().items() if getattr(cls, "user_dataloader", False)})
+    _hook_dataset()
+    Trainer._save_checkpoint = save_plain_checkpoint
+    _hook_dataloader({name for name, cls in plugin_models().items() if hook(cls, "user_dataloader")})
     _REGISTERED = True
 
 

@@ -26,9 +26,10 @@ def _resource(folder, name):
 
 
 def read_yaml(path):
+    """The content of a YAML file (``None`` when it is empty), read with RecBole's loader."""
     loader = Config._build_yaml_loader(None)  # RecBole's loader; the method does not use self
     with open(path, "r", encoding="utf-8") as f:
-        return yaml.load(f, Loader=loader) or {}
+        return yaml.load(f, Loader=loader)
 
 
 def overall_file():
@@ -64,7 +65,7 @@ def dataset_file(dataset_name):
 def dataset_config(dataset_name):
     """The parsed plugin config of a dataset, or ``None`` for datasets the plugin does not build."""
     path = dataset_file(dataset_name)
-    return read_yaml(str(path)) if path else None
+    return (read_yaml(str(path)) or {}) if path else None
 
 
 def dataset_names():

@@ -21,13 +21,13 @@ Results: ``<local_dir>/<name>/`` holds Ray's own logs and checkpoints, ``results
 """
 import csv
 import os
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from recbole_robust import resources
+from recbole_robust.config import check_settings, parse_value, read_settings_file
 from recbole_robust.errors import RecBoleRobustError
 
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -35,15 +35,17 @@ SEARCH_ALGS = ("random", "grid", "hyperopt")
 
 
 def read_search_space(path):
-    """Parse a search-space YAML into ``{name: (kind, values)}``, with one-line errors."""
+    """Parse a search-space YAML into ``{name: (kind, values)}``, with one-line errors.
+
+    Values are data: a string in a grid is a string (``PluginConfig`` parses it as a literal in the
+    trial, never evaluates it), and each value is checked like the same setting on the command line.
+    """
     if not os.path.isfile(path):
         shipped = resources.search_space_file(Path(path).stem)
         if shipped is None:
             raise RecBoleRobustError(f"search space {path} not found")
         path = str(shipped)
-    space = resources.read_yaml(path)
-    if not isinstance(space, dict) or not space:
-        raise RecBoleRobustError(f"search space {path} is empty or not a mapping")
+    space = read_settings_file(path, "search space")
     parsed = {}
     for name, spec in space.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
@@ -55,6 +57,11 @@ def read_search_space(path):
             raise RecBoleRobustError(f"search space {path}: '{name}' {kind} needs [low, high], got {values!r}")
         if kind in ("choice", "grid") and (not isinstance(values, list) or not values):
             raise RecBoleRobustError(f"search space {path}: '{name}' {kind} needs a non-empty list")
+        if kind in ("uniform", "loguniform", "randint") and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise RecBoleRobustError(f"search space {path}: '{name}' {kind} bounds must be numbers, got {values!r}")
+        for value in values if kind in ("choice", "grid") else values[:1]:
+            check_settings({name: parse_value(value)}, f"search space {path}: ")
         parsed[name] = (kind, values)
     return parsed
 
@@ -74,19 +81,29 @@ def to_ray_space(space, search_alg):
     return {name: build[kind](values) for name, (kind, values) in space.items()}
 
 
+def trial_devices(gpu_ids):
+    """RecBole's ``gpu_id`` for the GPUs Ray assigned to a trial ('' = CPU).
+
+    RecBole's ``Config`` sets ``CUDA_VISIBLE_DEVICES`` to ``gpu_id`` (default '0'), which would send
+    every trial to the first GPU; Ray's assignment is passed on instead.
+    """
+    return {"gpu_id": ",".join(str(i) for i in gpu_ids)}
+
+
 def _trainable(base):
     """The function Ray runs for each trial (one training run, reporting every validation)."""
 
     def trial(params):
+        import ray
         import torch
         from ray.air import session
 
         from recbole_robust.quick_start import run_recbole_robust
 
-        sys.argv = sys.argv[:1]  # RecBole's Config would read the Ray worker's own arguments
         torch.set_num_threads(max(1, int(base["_cpus_per_trial"])))
         config_dict = {k: v for k, v in base["config_dict"].items()}
         config_dict.update(params)
+        config_dict.update(trial_devices(ray.get_gpu_ids()))
         config_dict.update({"show_progress": False, "state": "WARNING"})
         metric = base["metric"]
 
@@ -149,12 +166,6 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
     unknown = [n for n in space if n not in config.final_config_dict]
     if unknown:
         raise RecBoleRobustError(f"search space names unknown parameters of {model}: {', '.join(unknown)}")
-    # settings given on the command line (--key=value, read by RecBole in this process) travel to the
-    # trials explicitly: a trial's own command line is Ray's
-    cli_only = {"model", "dataset", "config_files", "preset", "tune", "num_samples", "scheduler", "search_alg",
-                "cpus_per_trial", "gpus_per_trial", "concurrent_trials", "time_budget_s", "max_failures",
-                "address", "ray_dir", "resume", "saved", "checkpoint", "compare", "pretrained"}
-    config_dict.update({k: v for k, v in config.cmd_config_dict.items() if k not in cli_only})
     for key in ("build_dir", "checkpoint_dir"):
         config_dict[key] = os.path.abspath(config[key])
     config_dict["data_path"] = os.path.abspath(config.external_config_dict.get("data_path") or "dataset")

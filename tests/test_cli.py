@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_cli
 
@@ -32,16 +33,18 @@ def test_run_with_config_file_and_overrides(tmp_path, shared, build_dir):
     assert len(list((tmp_path / "saved").glob("VBPR-*.pth"))) == 2  # best + .last
 
 
-def toy_dataset(root, features):
+def toy_dataset(root, features, inter=None):
     """A RecBole atomic dataset 'toy' (20 users x 10 items) with one feature file."""
     folder = root / "data" / "toy"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     rows = ["user_id:token\titem_id:token"] + [f"{u}\t{i}" for u in range(20) for i in rng.choice(10, 5, replace=False)]
-    (folder / "toy.inter").write_text("\n".join(rows) + "\n")
+    (folder / "toy.inter").write_text("\n".join(rows) + "\n" if inter is None else inter)
     if features is not None:
         if isinstance(features, str):
             (folder / "img.npy").write_text(features)
+        elif isinstance(features, bytes):
+            (folder / "img.npy").write_bytes(features)
         else:
             np.save(folder / "img.npy", features)
     (root / "toy.yaml").write_text("feature_files: {image: img.npy}\n")
@@ -77,18 +80,129 @@ BAD_INPUTS = {
         lambda root: ["--model=VAEGAN", "--dataset=ml-100k", "--variant=AVB+X"], "variant must be one of AVB"),
     "resume from missing checkpoint": (
         lambda root: ["--model=BPR", "--dataset=ml-100k", "--resume=nope.pth"], "checkpoint nope.pth not found"),
+    # settings are validated (and parsed as literals, never evaluated) before anything runs
+    "attack method": (lambda root: [*BPR, "--attack=bogus"], "attack must be one of fgm, sign, random"),
+    "analysis name": (lambda root: [*BPR, "--analysis=bogus"], "analysis must be noise, adjust or landscape"),
+    "attack metric not evaluated": (
+        lambda root: [*BPR, "--attack=fgm", "--attack_metric=hit@99"], "attack_metric hit@99 is not among"),
+    "attack target": (
+        lambda root: [*BPR, "--attack=fgm", "--attack_targets=[nope.weight]"], "cannot be perturbed at 'nope.weight'"),
+    "learning_rate <= 0": (lambda root: [*BPR, "--learning_rate=0"], "learning_rate must be a number > 0, got 0"),
+    "epochs <= 0": (lambda root: [*BPR, "--epochs=-1"], "epochs must be an integer >= 1, got -1"),
+    "epochs not a number": (lambda root: [*BPR, "--epochs=abc"], "epochs must be an integer >= 1, got 'abc'"),
+    "embedding_size <= 0": (lambda root: [*BPR, "--embedding_size=0"], "embedding_size must be an integer >= 1"),
+    "topk with 0": (lambda root: [*BPR, "--topk=[0,5]"], "topk must be an integer >= 1"),
+    "eval_args not a mapping": (lambda root: [*BPR, "--eval_args={bad"], "eval_args must be a mapping"),
+    "unknown metric": (lambda root: [*BPR, "--metrics=['Nope']"], "metrics must be RecBole metric names"),
+    "unknown learner": (lambda root: [*BPR, "--learner=adamw2"], "learner must be one of adam"),
+    "code in a value": (
+        lambda root: [*BPR, "--epochs=__import__('os').system('touch pwned')"], "epochs must be an integer"),
+    "repeated option": (lambda root: [*BPR, "--epochs=2", "--epochs=3"], "option --epochs is given more than once"),
+    "space-separated setting": (lambda root: [*BPR, "--learning_rate", "0.1"], "unrecognised argument '--learning_rate'"),
+    "bad CLI option value": (lambda root: [*BPR, "--tune=AMR", "--num_samples=x"], "invalid int value: 'x'"),
+    "empty config file": (lambda root: [*BPR, f"--config_files={write(root, 'c.yaml', '')}"], "c.yaml is empty"),
+    "invalid YAML config file": (
+        lambda root: [*BPR, f"--config_files={write(root, 'c.yaml', 'a: [1')}"], "c.yaml is not valid YAML"),
+    "list config file": (
+        lambda root: [*BPR, f"--config_files={write(root, 'c.yaml', '- 1')}"], "must hold a mapping of settings, not a list"),
+    "scalar config file": (
+        lambda root: [*BPR, f"--config_files={write(root, 'c.yaml', '3')}"], "must hold a mapping of settings, not a int"),
+    "bad value in a config file": (
+        lambda root: [*BPR, f"--config_files={write(root, 'c.yaml', 'epochs: 0')}"], "c.yaml: epochs must be"),
+    "empty search space": (
+        lambda root: [*BPR, f"--tune={write(root, 's.yaml', '')}"], "search space s.yaml is empty"),
+    "list search space": (
+        lambda root: [*BPR, f"--tune={write(root, 's.yaml', '- 1')}"], "must hold a mapping of settings, not a list"),
+    "code in a search space": (
+        lambda root: [*BPR, f"--tune={write(root, 's.yaml', CODE_SPACE)}"], "learning_rate must be a number > 0"),
+    "0-byte feature file": (lambda root: ["--model=VBPR", *toy_dataset(root, b"")], "not a numeric .npy"),
+    "empty ratings file": (lambda root: [*ratings(root, ""), "--model=BPR"], "ratings.txt is empty"),
+    "2-column ratings file": (lambda root: [*ratings(root, "1 1\n2 2\n"), "--model=BPR"], "line 1 lacks a column"),
+    "empty atomic .inter": (lambda root: ["--model=BPR", *toy_dataset(root, None, inter="")], "toy.inter is empty"),
+    "atomic .inter with a header only": (
+        lambda root: ["--model=BPR", *toy_dataset(root, None, inter="user_id:token\titem_id:token\n")],
+        "toy.inter holds no interactions"),
+    "checkpoint: a bare tensor": (
+        lambda root: [*BPR, f"--checkpoint={save(root, torch.zeros(3))}"], "not a RecBole checkpoint (it holds Tensor)"),
+    "checkpoint: a plain state_dict": (
+        lambda root: [*BPR, f"--checkpoint={save(root, {'w': torch.zeros(3)})}"], "a dict without config"),
+    "checkpoint without config": (
+        lambda root: [*BPR, f"--resume={save(root, {'state_dict': {}})}"], "a dict without config"),
+    "pickled dataset cache": (
+        lambda root: [*BPR, f"--checkpoint_dir={pickled_cache(root)}"], "would be unpickled"),
+    "RecBole's dataset pickling": (lambda root: [*BPR, "--save_dataset=True"], "save_dataset is not supported"),
 }
+BPR = ["--model=BPR", "--dataset=ml-100k"]
+CODE_SPACE = "learning_rate: {grid: [\"__import__('os').system('touch pwned')\"]}\n"
+
+
+def write(root, name, text):
+    (root / name).write_text(text)
+    return name
+
+
+def save(root, obj):
+    torch.save(obj, root / "foreign.pth")
+    return "foreign.pth"
+
+
+def ratings(root, text):
+    (root / "data" / "filmtrust").mkdir(parents=True)
+    (root / "data" / "filmtrust" / "ratings.txt").write_text(text)
+    return ["--dataset=filmtrust", f"--data_path={root / 'data'}"]
+
+
+def pickled_cache(root):
+    (root / "cache").mkdir()
+    (root / "cache" / "ml-100k-Dataset.pth").write_bytes(b"not looked at")
+    return root / "cache"
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, shared, build_dir):
+def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, small_data, build_dir):
     make_args, message = BAD_INPUTS[case]
     args = make_args(tmp_path)
-    before = set(os.listdir(tmp_path))
-    env = {"RECBOLE_ROBUST_DATA": str(shared)} if "--data_path" not in " ".join(args) else {}
-    proc = run_cli([*args, f"--build_dir={build_dir}", *QUIET], cwd=tmp_path, env_extra=env)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    env = {"RECBOLE_ROBUST_DATA": str(small_data)} if "--data_path" not in " ".join(args) else {}
+    quiet = [q for q in QUIET if not any(a.startswith(q.split("=")[0] + "=") for a in args)]
+    proc = run_cli([*args, f"--build_dir={build_dir}", *quiet], cwd=tmp_path, env_extra=env)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr
-    assert set(os.listdir(tmp_path)) == before  # no log/, saved/, checkpoints or partial builds
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # no log/, saved/, checkpoints or builds
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("folder", ["checkpoint_dir", "build_dir", "working folder", "--resume folder"])
+def test_read_only_folder_is_refused_up_front(folder, tmp_path, small_data, monkeypatch, capsys):
+    """Each folder a run writes to is checked before anything is written. Tests run as root, which may
+    write to a mode-0555 folder, so ``os.access`` is made to say what it says to other users."""
+    from recbole_robust import cli
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.path.abspath(p) == str(read_only)
+                        else real_access(p, mode))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(read_only if folder == "working folder" else work)
+    args = ["--model=BPR", "--dataset=filmtrust", f"--data_path={small_data}", f"--build_dir={tmp_path / 'built'}",
+            f"--checkpoint_dir={tmp_path / 'saved'}", *QUIET]
+    if folder == "checkpoint_dir":
+        args.append(f"--checkpoint_dir={read_only / 'saved'}")
+        args.remove(f"--checkpoint_dir={tmp_path / 'saved'}")
+    if folder == "build_dir":
+        args.append(f"--build_dir={read_only / 'built'}")
+        args.remove(f"--build_dir={tmp_path / 'built'}")
+    if folder == "--resume folder":
+        resume = read_only / "BPR-x.last.pth"
+        torch.save({"config": {"model": "BPR"}, "state_dict": {}}, resume)
+        torch.save({"config": {"model": "BPR"}, "state_dict": {}}, read_only / "BPR-x.pth")
+        args.append(f"--resume={resume}")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert cli.main(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "cannot be written to" in error[0], error
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before

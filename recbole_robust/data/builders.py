@@ -35,9 +35,13 @@ def _write_atomic(frame, path):
 
 def _read_mmrec_inter(path):
     """MMRec ``.inter``: tab-separated, header ``userID itemID [rating timestamp] x_label``."""
+    if os.path.getsize(path) == 0:
+        raise RecBoleRobustError(f"{path} is empty")
     frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     frame.columns = [c.strip() for c in frame.columns]
     frame = frame.apply(lambda col: col.str.strip())
+    if frame.empty:
+        raise RecBoleRobustError(f"{path}: MMRec interaction file holds no interactions")
     for column in ("userID", "itemID", "x_label"):
         if column not in frame.columns:
             raise RecBoleRobustError(f"{path}: MMRec interaction file has no '{column}' column")
@@ -180,12 +184,19 @@ def build_ml100k(source_dir, out_dir, name):
     }
 
 
-def _ratings(frame, name, out_dir):
+def _ratings(frame, name, out_dir, path):
     """Write ``<name>.inter`` with one row per (user, item): repeats merged to the earliest timestamp.
 
     Ties (and files without timestamps) keep the first row in file order. This is done here with a
     stable sort rather than by RecBole's ``rm_dup_inter``, whose unstable sort breaks ties arbitrarily.
+    A file without ratings, or with a line that lacks a column, is refused.
     """
+    if frame.empty:
+        raise RecBoleRobustError(f"{path} holds no ratings")
+    incomplete = frame.isna().any(axis=1).to_numpy()
+    if incomplete.any():
+        expected = " ".join(c.split(":")[0] for c in frame.columns)
+        raise RecBoleRobustError(f"{path}: line {int(incomplete.argmax()) + 1} lacks a column (expected: {expected})")
     if "timestamp:float" in frame.columns:
         frame = frame.sort_values("timestamp:float", kind="stable")
     merged = frame.drop_duplicates([UID, IID], keep="first").sort_index()
@@ -196,36 +207,40 @@ def _ratings(frame, name, out_dir):
     }
 
 
+def _read_ratings(path, **options):
+    """``pandas.read_csv`` of a ratings file; an empty file is refused with one line."""
+    if os.path.getsize(path) == 0:
+        raise RecBoleRobustError(f"{path} is empty")
+    return pd.read_csv(path, header=None, **options)
+
+
 def build_filmtrust(source_dir, out_dir, name):
     """LibRec FilmTrust ``ratings.txt``: space-separated ``user item rating``, no header."""
-    frame = pd.read_csv(
-        os.path.join(source_dir, "ratings.txt"), sep=r"\s+", header=None, names=[UID, IID, "rating:float"],
-        dtype={0: str, 1: str, 2: float},
-    )
-    return _ratings(frame, name, out_dir)
+    path = os.path.join(source_dir, "ratings.txt")
+    frame = _read_ratings(path, sep=r"\s+", names=[UID, IID, "rating:float"], dtype={0: str, 1: str, 2: float})
+    return _ratings(frame, name, out_dir, path)
 
 
 def build_ciaodvd(source_dir, out_dir, name):
     """LibRec CiaoDVD ``movie-ratings.txt``: ``userID,movieID,genreID,reviewID,movieRating,date``."""
-    frame = pd.read_csv(
-        os.path.join(source_dir, "movie-ratings.txt"), sep=",", header=None,
-        names=["user", "movie", "genre", "review", "rating", "date"], dtype=str,
-    )
+    path = os.path.join(source_dir, "movie-ratings.txt")
+    frame = _read_ratings(path, sep=",", names=["user", "movie", "genre", "review", "rating", "date"], dtype=str)
+    if frame.empty or frame.isna().any(axis=None):
+        return _ratings(frame.rename(columns={"user": UID, "movie": IID}), name, out_dir, path)
     seconds = pd.to_datetime(frame["date"], format="%Y-%m-%d").astype("int64") // 10**9
     out = pd.DataFrame({
         UID: frame["user"], IID: frame["movie"],
         "rating:float": frame["rating"].astype(float), "timestamp:float": seconds.astype(float),
     })
-    return _ratings(out, name, out_dir)
+    return _ratings(out, name, out_dir, path)
 
 
 def build_ml1m(source_dir, out_dir, name):
     """MovieLens-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``."""
-    frame = pd.read_csv(
-        os.path.join(source_dir, "ratings.dat"), sep="::", engine="python", header=None,
-        names=[UID, IID, "rating:float", "timestamp:float"], dtype={0: str, 1: str, 2: float, 3: float},
-    )
-    return _ratings(frame, name, out_dir)
+    path = os.path.join(source_dir, "ratings.dat")
+    frame = _read_ratings(path, sep="::", engine="python", names=[UID, IID, "rating:float", "timestamp:float"],
+                          dtype={0: str, 1: str, 2: float, 3: float})
+    return _ratings(frame, name, out_dir, path)
 
 
 BUILDERS = {

@@ -23,7 +23,7 @@ def load_feature_file(path):
         raise RecBoleRobustError(f"feature file {path} not found")
     try:
         matrix = np.load(path, allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, EOFError, OSError) as e:  # pickled, empty or not an .npy file
         raise RecBoleRobustError(f"feature file {path} is not a numeric .npy array ({e})") from e
     if not isinstance(matrix, np.ndarray) or matrix.dtype.kind not in "biuf":
         raise RecBoleRobustError(

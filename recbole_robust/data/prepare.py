@@ -1,16 +1,25 @@
 """Find a plugin dataset's source files, build RecBole atomic files once, and point RecBole at them.
 
-``prepare_dataset(config)`` runs inside RecBole's ``Config`` (see ``registry.py``), so plain RecBole
-code that names a plugin dataset gets the built files too. Builds are cached in
-``<build_dir>/<dataset>/`` with a fingerprint of the builder and of the source files (size and
-modification time); a changed source or builder rebuilds. A build is written to a temporary folder
-and renamed into place, so an interrupted or failed build leaves nothing half-written.
+A ``Config`` only decides (``plugin_source``) and records where the build will be
+(``set_build_target``); the build itself happens when RecBole loads the data (``ensure_built``,
+called from ``Dataset._load_data``, see ``registry.py``), so plain RecBole code that names a plugin
+dataset gets the built files, and building a ``Config`` writes nothing.
+
+Builds are cached in ``<build_dir>/<dataset>/`` with a fingerprint of the builder and of the source
+files (size and modification time); a changed source or builder rebuilds. A build holds a lock
+(``<build_dir>/.<dataset>.lock``, ``filelock``) from the fingerprint check to the rename, so two
+processes never build the same dataset at once and neither deletes a finished build the other is
+reading; it is written to a temporary folder and renamed into place, and temporaries left by a
+killed build are removed by the next build.
 """
+import glob
 import json
 import os
 import shutil
 import tempfile
 from logging import getLogger
+
+from filelock import FileLock
 
 from recbole_robust.data.builders import BUILDER_VERSION, BUILDERS, layouts
 from recbole_robust.errors import RecBoleRobustError
@@ -80,57 +89,94 @@ def _read_info(folder):
         return None
 
 
+def _temporary_prefix(name):
+    return f".{name}-build-"
+
+
 def build_dataset(name, build, source_dir, files, build_dir):
-    """Build (or reuse the cached build of) dataset ``name``; return its build info."""
+    """Build (or reuse the cached build of) dataset ``name``; return ``(folder, build info)``."""
     target = os.path.abspath(os.path.join(build_dir, name))
     fingerprint = _fingerprint(name, build, source_dir, files)
     info = _read_info(target)
     if info is not None and info["fingerprint"] == fingerprint:
         return target, info
-
-    getLogger().info(f"Building dataset '{name}' from {source_dir} into {target}")
     os.makedirs(build_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=build_dir)
-    try:
-        options = {k: v for k, v in build.items() if k not in ("builder", "sources", "recbole_example")}
-        meta = BUILDERS[build["builder"]](source_dir, tmp, name, **options)
-        info = {"fingerprint": fingerprint, **meta}
-        with open(os.path.join(tmp, BUILD_INFO), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
+    with FileLock(os.path.join(build_dir, f".{name}.lock")):
+        info = _read_info(target)  # another process may have finished the build while we waited
+        if info is not None and info["fingerprint"] == fingerprint:
+            return target, info
+        for stale in glob.glob(os.path.join(build_dir, _temporary_prefix(name) + "*")):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build (we hold the lock)
+        getLogger().info(f"Building dataset '{name}' from {source_dir} into {target}")
+        tmp = tempfile.mkdtemp(prefix=_temporary_prefix(name), dir=build_dir)
         try:
+            options = {k: v for k, v in build.items() if k not in ("builder", "sources", "recbole_example")}
+            meta = BUILDERS[build["builder"]](source_dir, tmp, name, **options)
+            with open(os.path.join(tmp, BUILD_INFO), "w", encoding="utf-8") as f:
+                json.dump({"fingerprint": fingerprint, **meta}, f, indent=1)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
             os.rename(tmp, target)
-        except OSError:  # a concurrent process (e.g. another Ray trial) finished the same build first
+        except RecBoleRobustError:
+            raise
+        except (OSError, ValueError, KeyError) as e:
+            raise RecBoleRobustError(f"could not build dataset '{name}' from {source_dir}: {e}") from e
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    except RecBoleRobustError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except (OSError, ValueError, KeyError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RecBoleRobustError(f"could not build dataset '{name}' from {source_dir}: {e}") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target, _read_info(target)
 
 
-def prepare_dataset(config):
-    """Build the plugin dataset named by ``config`` and set ``data_path`` and the feature keys.
+def recbole_atomic_dir(name, data_path):
+    """The folder plain RecBole reads dataset ``name`` from (its ``_set_default_parameters`` rule)."""
+    if name == "ml-100k":
+        return _recbole_example_dir(name)
+    return os.path.join(data_path or "dataset/", name)
 
-    Datasets without a plugin config are left to RecBole untouched.
+
+def has_atomic_files(folder, name):
+    return any(os.path.isfile(os.path.join(folder, f)) for f in (f"{name}.inter", f"{name}.train.inter"))
+
+
+def plugin_source(name, external, plugin_first):
+    """Whether ``name`` is built by the plugin: ``(source_dir, files)``, or ``None`` for RecBole's files.
+
+    ``external`` is the user's settings (``plugin_dataset``: ``auto`` | True | False; ``data_path``).
+    With ``auto``, ``plugin_first`` (a plugin model, the plugin's pipeline) prefers the plugin's source
+    files and falls back on RecBole's atomic files; plain RecBole prefers its atomic files and uses the
+    plugin's build only where they are missing and the source files are there.
     """
-    name = config.dataset
     conf = dataset_config(name)
-    if conf is None:
-        return
-    roots = data_roots(config.external_config_dict.get("data_path"))
-    source_dir, files = find_source(name, conf["build"], roots)
-    target, info = build_dataset(name, conf["build"], source_dir, files, config["build_dir"])
-    config["data_path"] = target
+    choice = external.get("plugin_dataset", "auto")
+    if conf is None or choice is False:
+        return None
+    try:
+        source = find_source(name, conf["build"], data_roots(external.get("data_path")))
+    except RecBoleRobustError:
+        if choice is True or plugin_first and not has_atomic_files(
+                recbole_atomic_dir(name, external.get("data_path")), name):
+            raise
+        return None
+    if choice is True or plugin_first:
+        return source
+    return None if has_atomic_files(recbole_atomic_dir(name, external.get("data_path")), name) else source
+
+
+def set_build_target(config, source):
+    """Point ``config`` at the build folder of its plugin dataset (built later, by ``ensure_built``)."""
+    name = config.dataset
+    source_dir, files = source
+    config["data_path"] = os.path.abspath(os.path.join(config["build_dir"], name))
+    config["plugin_build"] = {"build": dataset_config(name)["build"], "source_dir": source_dir, "files": files}
+
+
+def ensure_built(config):
+    """Build the plugin dataset of ``config`` if its cache is missing or stale; set the feature keys."""
+    plan = config["plugin_build"]
+    target, info = build_dataset(config.dataset, plan["build"], plan["source_dir"], plan["files"], config["build_dir"])
     config["feature_path"] = info["feature_path"]
     config["feature_rows"] = info["feature_rows"]
     config["feature_tokens"] = info["feature_tokens"]
+    return target
 
 
 def time_order_fallback(config):
@@ -148,7 +194,7 @@ def time_order_fallback(config):
 
 def check_dataset_exists(config):
     """Fail clearly when a non-plugin dataset has no atomic files (instead of RecBole's download)."""
-    if dataset_config(config.dataset) is not None:
+    if config["plugin_build"]:
         return
     path = config["data_path"]
     name = config.dataset
@@ -160,3 +206,10 @@ def check_dataset_exists(config):
             f"unknown dataset '{name}': not one of the plugin's datasets ({', '.join(dataset_names())}) "
             f"and no RecBole atomic files {', '.join(names)} in {path}"
         )
+    for n in names:
+        with open(os.path.join(path, n), encoding="utf-8", errors="replace") as f:
+            header, first = f.readline(), f.readline()
+        if not header.strip():
+            raise RecBoleRobustError(f"atomic file {os.path.join(path, n)} is empty (a header line is expected)")
+        if not first.strip():
+            raise RecBoleRobustError(f"atomic file {os.path.join(path, n)} holds no interactions")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.contract import hook
 from recbole_robust.robustness.attacks import evaluate_with
 from recbole_robust.trainer.perturbation import call_with, named_tensor
 
@@ -29,7 +30,7 @@ def noise_targets(config, model):
     names = config["noise_targets"]
     if names is None:
         params = dict(model.named_parameters())
-        names = [n for n, kind in getattr(model, "perturbation_targets", {}).items() if kind == "row" and n in params]
+        names = [n for n, kind in hook(model, "perturbation_targets").items() if kind == "row" and n in params]
     if not names:
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
         names = [f"{n}.weight" for n in names]
@@ -58,11 +59,21 @@ def gaussian_noise(trainer, test_data, names, sigma, repeats, seed=0):
     return runs
 
 
+def adjust_modality(config, model):
+    """The modality ``information_adjustment`` changes: ``adjust_modality``, else text, else the first."""
+    modalities = list(hook(model, "modalities"))
+    if not hook(model, "modality_location") or not modalities:
+        raise RecBoleRobustError(f"{type(model).__name__} has no item content features to adjust")
+    modality = config["adjust_modality"] or ("text" if "text" in modalities else modalities[0])
+    if modality not in modalities:
+        raise RecBoleRobustError(f"adjust_modality {modality} is not one of {type(model).__name__}'s modalities "
+                                 f"({', '.join(modalities)})")
+    return modality
+
+
 def information_adjustment(trainer, test_data, modality, fraction, seed=0):
     """Metrics after ``fraction`` of the items get ``modality``'s features of another random item."""
     model = trainer.model
-    if not hasattr(model, "modality_location"):
-        raise RecBoleRobustError(f"{type(model).__name__} has no item content features to adjust")
     if not 0 < fraction <= 1:
         raise RecBoleRobustError(f"adjust_fraction must be in (0, 1], got {fraction}")
     name, columns = model.modality_location(modality)
@@ -72,7 +83,7 @@ def information_adjustment(trainer, test_data, modality, fraction, seed=0):
     changed = torch.from_numpy(rng.choice(np.arange(1, n_items + 1), max(1, int(round(fraction * n_items))), replace=False))
     donors = torch.from_numpy(rng.integers(1, n_items + 1, len(changed)))
     with torch.no_grad():
-        if hasattr(model, "adjusted_features"):
+        if hook(model, "adjusted_features"):
             tensors = model.adjusted_features(modality, changed.to(base.device), donors.to(base.device))
         else:
             adjusted = base.clone()

@@ -17,8 +17,9 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.contract import hook
 from recbole_robust.trainer.perturbation import (
-    ADV_TYPES, call_with, gradients, named_tensor, perturbation, rec_loss_fn,
+    ADV_TYPES, call_with, gradients, named_tensor, perturbation, rec_loss_fn, target_groups,
 )
 
 
@@ -27,18 +28,13 @@ def attack_terms(config, model):
 
     Returns a list of ``(names, kinds)``.
     """
-    targets = config["attack_targets"] or config["adv_targets"]
-    allowed = getattr(model, "perturbation_targets", {})
-    if not targets:
-        targets = ["item_features"] if "item_features" in allowed else [[n for n, k in allowed.items() if k == "row"]]
-    if isinstance(targets, str):
-        targets = [targets]
-    groups = [[t] if isinstance(t, str) else list(t) for t in targets]
-    for name in (n for g in groups for n in g):
-        if name not in allowed:
-            raise RecBoleRobustError(
-                f"{type(model).__name__} cannot be attacked at '{name}'; its targets are {', '.join(allowed) or 'none'}"
-            )
+    allowed = hook(model, "perturbation_targets")
+    key = "attack_targets" if config["attack_targets"] else "adv_targets"
+    groups = target_groups(config["attack_targets"] or config["adv_targets"], model, key)
+    if not groups:
+        groups = [["item_features"]] if "item_features" in allowed else [[n for n, k in allowed.items() if k == "row"]]
+    if not any(groups):
+        raise RecBoleRobustError(f"{type(model).__name__} has nothing to attack; set attack_targets")
     return [(g, [allowed[n] for n in g]) for g in groups]
 
 

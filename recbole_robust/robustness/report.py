@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from recbole_robust.utils import atomic_write  # noqa: E402
+
 
 def drop(clean, attacked):
     return (clean - attacked) / clean if clean else 0.0
@@ -31,16 +33,6 @@ def long_rows(clean, rows):
                 "clean": float(clean[metric]), "attacked": float(value), "relative_drop": drop(clean[metric], value),
             })
     return records
-
-
-def _replace(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def markdown_table(clean, rows, metric, title):
@@ -66,7 +58,7 @@ def plot(clean, rows, metric, title, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _replace(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -77,7 +69,7 @@ def write_attack_report(clean, rows, metric, out_dir, title):
     records = long_rows(clean, rows)
     _write_csv(paths["csv"], records)
     text = markdown_table(clean, rows, metric, title)
-    _replace(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     plot(clean, rows, metric, title, paths["png"])
     return paths, text
 
@@ -89,7 +81,7 @@ def _write_csv(path, records):
             writer.writeheader()
             writer.writerows(records)
 
-    _replace(path, write)
+    atomic_write(path, write)
 
 
 def write_table_report(out_dir, name, records, columns, title):
@@ -99,7 +91,7 @@ def write_table_report(out_dir, name, records, columns, title):
     _write_csv(paths["csv"], records)
     table = [[r[c] for c in columns] for r in records]
     text = f"### {title}\n\n" + tabulate(table, headers=columns, tablefmt="github", floatfmt=".4f") + "\n"
-    _replace(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return paths, text
 
 
@@ -118,6 +110,6 @@ def write_landscape_report(out_dir, alphas, betas, losses, title):
     ax.set_ylabel("direction 1")
     ax.set_title(title)
     fig.tight_layout()
-    _replace(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return paths

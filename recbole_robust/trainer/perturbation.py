@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.contract import hook
 
 ADV_TYPES = ("fgm", "sign", "random")
 
@@ -62,7 +63,7 @@ def named_tensor(model, name):
 
 def rec_loss_fn(model):
     """The loss an adversary maximises: ``rec_loss`` (no regularisers) if the model has one."""
-    return getattr(model, "rec_loss", model.calculate_loss)
+    return hook(model, "rec_loss") or model.calculate_loss
 
 
 def normalise(direction, eps, kind):
@@ -113,21 +114,35 @@ def _per_term(value, n_terms, key):
         raise RecBoleRobustError(f"{key} must be numbers, got {value!r}") from None
 
 
-def parse_terms(config, model):
-    """Adversarial terms of ``config`` for ``model``, validated; ``[]`` when none are configured."""
-    targets = config["adv_targets"]
+def target_groups(targets, model, key):
+    """``adv_targets`` / ``attack_targets`` -> groups of tensor names perturbed together, validated.
+
+    A target is a name of the model's ``perturbation_targets`` or a list of names (one group);
+    ``[a, b]`` is two groups, ``[[a, b]]`` one.
+    """
     if not targets:
         return []
     if isinstance(targets, str):
         targets = [targets]
-    groups = [[t] if isinstance(t, str) else list(t) for t in targets]
-    allowed = getattr(model, "perturbation_targets", {})
-    for name in (n for group in groups for n in group):
-        if name not in allowed:
+    if not isinstance(targets, list):
+        raise RecBoleRobustError(f"{key} must be a tensor name or a list of them, got {targets!r}")
+    groups = [[t] if isinstance(t, str) else t for t in targets]
+    allowed = hook(model, "perturbation_targets")
+    for name in (n for group in groups for n in (group if isinstance(group, list) else [group])):
+        if not isinstance(name, str) or name not in allowed:
             raise RecBoleRobustError(
-                f"{type(model).__name__} cannot be perturbed at '{name}'; its targets are "
+                f"{key}: {type(model).__name__} cannot be perturbed at {name!r}; its targets are "
                 f"{', '.join(allowed) or 'none'}"
             )
+    return [list(g) for g in groups]
+
+
+def parse_terms(config, model):
+    """Adversarial terms of ``config`` for ``model``, validated; ``[]`` when none are configured."""
+    groups = target_groups(config["adv_targets"], model, "adv_targets")
+    if not groups:
+        return []
+    allowed = hook(model, "perturbation_targets")
     eps = _per_term(config["adv_eps"], len(groups), "adv_eps")
     lam = _per_term(config["adv_lambda"], len(groups), "adv_lambda")
     for key, values in (("adv_eps", eps), ("adv_lambda", lam)):

@@ -5,22 +5,26 @@ the model's loss plus the configured adversarial terms; epochs before are plain 
 adversarial stage may switch optimiser (``adv_learner``, e.g. ACAE's Adagrad). A model initialised
 from a compatible checkpoint (``init_from_checkpoint``: AMR from VBPR) starts the adversary at
 epoch 0. Mirror Gradient (``mirror.py``, ``mirror_gradient: True``) composes with both. It is
-RecBole's own training loop throughout: given the adversarial loss as its ``loss_func`` and, for
-Mirror Gradient, a wrapper of the optimiser as its optimiser.
+RecBole's own training loop throughout, given the adversarial loss as its ``loss_func``; Mirror
+Gradient's second step is a step of this trainer on RecBole's own optimiser (``MirrorStep``).
 
 RecBole 1.2.1 pickles its ``Config`` into every checkpoint, which torch >= 2.6 refuses to load by
-default, so its own ``evaluate()`` fails after training. ``RobustMixin`` stores tensors and
-plain data only, writes atomically (temporary file + rename) and keeps two files per run:
+default. Checkpoints here hold tensors and plain data only (``save_plain_checkpoint`` replaces
+RecBole's ``Trainer._save_checkpoint`` when the plugin is imported, so RecBole's own trainers write
+them too), are written atomically and are read with ``weights_only=True`` (``load_checkpoint``).
+A run keeps two files:
 
 * ``saved_model_file`` (RecBole's): the best model so far, read by ``evaluate()``;
 * ``<saved_model_file stem>.last.pth``: the state after the latest validated epoch (model,
   optimiser, early-stopping counters, random number generator states), for ``resume_checkpoint``.
 
-A NaN or infinite training loss stops training with ``TrainingDiverged`` (one line naming the
-epoch and the checkpoint kept) instead of RecBole's bare ``ValueError``.
+A checkpoint never chooses a path: a resumed run writes its best model beside the ``.last.pth`` it
+was given (``<stem>.last.pth`` -> ``<stem>.pth``). A NaN or infinite training loss stops training
+with ``TrainingDiverged`` (one line naming the epoch and the checkpoint kept) instead of RecBole's
+bare ``ValueError``.
 
 The mixin is combined with RecBole's own trainer classes (``registry.get_trainer``), so RecBole's
-built-in models get safe checkpoints (and the adversary, where their trainer uses RecBole's loop).
+built-in models get the same checkpoints (and the adversary, where their trainer uses RecBole's loop).
 """
 import enum
 import os
@@ -33,8 +37,10 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
-from recbole_robust.trainer.mirror import MirrorOptimizer, check_mirror_config
+from recbole_robust.model.contract import hook
+from recbole_robust.trainer.mirror import MirrorStep, check_mirror_config
 from recbole_robust.trainer.perturbation import AdversarialLoss, parse_terms
+from recbole_robust.utils import atomic_write
 
 
 def plain(value):
@@ -59,6 +65,7 @@ def rng_state():
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
                   "cached_gaussian": cached},
         "python": {"version": version, "state": list(internal), "gauss": gauss},
@@ -66,7 +73,10 @@ def rng_state():
 
 
 def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
+    """Restore ``rng_state()``; the states are CPU byte tensors whatever device the run uses."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
@@ -76,21 +86,36 @@ def set_rng_state(state):
 
 def atomic_save(obj, path):
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_plain_checkpoint(self, epoch, verbose=True, **kwargs):
+    """``Trainer._save_checkpoint`` of RecBole, storing plain data (``weights_only=True`` loads it).
+
+    Same keys as RecBole's, with the ``Config`` stored as a dict; written atomically. The plugin
+    puts it on ``recbole.trainer.Trainer`` (``registry.py``), so RecBole's own trainers use it.
+    """
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    atomic_save({
+        "config": plain(self.config.final_config_dict),
+        "epoch": epoch,
+        "cur_step": self.cur_step,
+        "best_valid_score": plain(self.best_valid_score),
+        "state_dict": self.model.state_dict(),
+        "other_parameter": plain(self.model.other_parameter()),
+        "optimizer": self.optimizer.state_dict(),
+    }, saved_model_file)
+    if verbose:
+        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
 def load_checkpoint(path, device="cpu", model=None):
-    """Load a plugin checkpoint with ``weights_only=True``, optionally checking it is of ``model``.
+    """Load a checkpoint with ``weights_only=True``, optionally checking it is of ``model``.
 
-    A missing, foreign or mismatched file is a one-line ``RecBoleRobustError``.
+    A missing, foreign or malformed file (a bare tensor, a plain state_dict, no ``config``) is a
+    one-line ``RecBoleRobustError``.
     """
     if not os.path.isfile(path):
         raise RecBoleRobustError(f"checkpoint {path} not found")
@@ -99,9 +124,36 @@ def load_checkpoint(path, device="cpu", model=None):
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for foreign files
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RecBoleRobustError(f"checkpoint {path} cannot be loaded with weights_only=True: {message}") from None
-    if model is not None and checkpoint["config"]["model"].lower() != model.lower():
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict) \
+            or not isinstance(checkpoint.get("state_dict"), dict) or "model" not in checkpoint["config"]:
+        what = type(checkpoint).__name__ if not isinstance(checkpoint, dict) else "a dict without config and state_dict"
+        raise RecBoleRobustError(f"checkpoint {path} is not a RecBole checkpoint (it holds {what})")
+    if model is not None and str(checkpoint["config"]["model"]).lower() != model.lower():
         raise RecBoleRobustError(f"checkpoint {path} is of model {checkpoint['config']['model']}, not {model}")
     return checkpoint
+
+
+COMPATIBLE_SETTINGS = ("dataset", "embedding_size")
+
+
+def check_compatible(path, checkpoint, config, model, resume=False):
+    """A checkpoint can be evaluated (``resume``: continued) by this run: same data, model and shapes."""
+    saved = checkpoint["config"]
+    for key in COMPATIBLE_SETTINGS + (("learner",) if resume else ()):
+        if key in saved and saved[key] != plain(config[key]):
+            raise RecBoleRobustError(
+                f"checkpoint {path} was trained with {key}={saved[key]}, this run has {key}={config[key]}"
+            )
+    own = model.state_dict()
+    theirs = checkpoint["state_dict"]
+    missing = sorted(set(own) - set(theirs))
+    if missing:
+        raise RecBoleRobustError(f"checkpoint {path} lacks tensors of {type(model).__name__}: {', '.join(missing[:3])}")
+    for name, tensor in own.items():
+        if tuple(theirs[name].shape) != tuple(tensor.shape):
+            raise RecBoleRobustError(
+                f"checkpoint {path}: {name} has shape {tuple(theirs[name].shape)}, the model has {tuple(tensor.shape)}"
+            )
 
 
 def init_from_checkpoint(model, path, device="cpu"):
@@ -124,6 +176,12 @@ def init_from_checkpoint(model, path, device="cpu"):
 def last_checkpoint_file(saved_model_file):
     stem, ext = os.path.splitext(saved_model_file)
     return f"{stem}.last{ext or '.pth'}"
+
+
+def best_checkpoint_file(resume_file):
+    """The best-model file of the run a checkpoint belongs to, beside it: ``X.last.pth`` -> ``X.pth``."""
+    stem, ext = os.path.splitext(os.path.abspath(resume_file))
+    return f"{stem[:-len('.last')]}{ext}" if stem.endswith(".last") else f"{stem}{ext}"
 
 
 def check_training_options(trainer_class, config, model):
@@ -193,20 +251,17 @@ class RobustMixin:
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx
-        if hasattr(self.model, "pre_epoch_processing"):  # e.g. FREEDOM's edge pruning
+        if hook(self.model, "pre_epoch_processing"):  # e.g. FREEDOM's edge pruning
             self.model.pre_epoch_processing()
         if loss_func is None and self._enter_stage(epoch_idx):
             loss_func = self.adversarial_loss
         if not self.mirror_gradient:
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        # Mirror Gradient: RecBole's loop steps a wrapper of the optimiser for this epoch (mirror.py)
-        mirror = MirrorOptimizer(self.optimizer, loss_func or self.model.calculate_loss,
-                                 self.config["mg_alpha1"], self.config["mg_alpha2"], self.config["mg_interval"])
-        self.optimizer = mirror
-        try:
-            return super()._train_epoch(train_data, epoch_idx, loss_func=mirror.record, show_progress=show_progress)
-        finally:
-            self.optimizer = mirror.optimizer
+        # Mirror Gradient: RecBole's loop makes the first step of a mirror pair; the second is a step
+        # of this trainer, run after RecBole's optimiser step (mirror.py)
+        mirror = MirrorStep(self, loss_func or self.model.calculate_loss)
+        with mirror.attached():
+            return super()._train_epoch(train_data, epoch_idx, loss_func=mirror.loss, show_progress=show_progress)
 
     def _checkpoint_state(self, epoch):
         return {
@@ -220,7 +275,6 @@ class RobustMixin:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
             "train_loader_rng": self._train_loader_generator().get_state(),
-            "best_model_file": os.path.abspath(self.saved_model_file),
         }
 
     def _train_loader_generator(self):
@@ -234,9 +288,20 @@ class RobustMixin:
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """RecBole's ``fit``; after every validation also writes the resumable ``.last.pth`` state."""
+    def finished(self):
+        """True when a resumed run had already ended (its last epoch, or early stopping)."""
+        return self.start_epoch >= self.epochs or self.cur_step > self.stopping_step
 
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``; after every validation also writes the resumable ``.last.pth`` state.
+
+        A resumed run that had already ended trains nothing and keeps its best checkpoint (RecBole's
+        ``fit`` would overwrite it with the last weights).
+        """
+        if self.finished():
+            self.logger.info(f"The run had already ended (epoch {self.start_epoch - 1}): nothing to train; "
+                             f"the best checkpoint {self.saved_model_file} is kept")
+            return self.best_valid_score, self.best_valid_result
         self._train_data = train_data
         if getattr(self, "_resumed_loader_rng", None) is not None:
             train_data.generator.set_state(self._resumed_loader_rng)
@@ -254,9 +319,26 @@ class RobustMixin:
             self._save_checkpoint(max(self.train_loss_dict, default=-1), verbose=verbose)
         return result
 
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's ``evaluate``; the checkpoint is read here, with ``weights_only=True``."""
+        if load_best_model and eval_data:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
     def resume_checkpoint(self, resume_file):
-        """Continue training from a checkpoint written by this trainer (best or ``.last.pth``)."""
-        checkpoint = load_checkpoint(resume_file, self.device, model=self.config["model"])
+        """Continue training from a checkpoint written by this trainer (best or ``.last.pth``).
+
+        The run's files are those beside ``resume_file`` (never a path stored in it): the best model
+        is ``<stem>.pth`` for ``<stem>.last.pth``. The random number generator states are restored
+        on the CPU whatever the device (``torch.set_rng_state`` takes CPU byte tensors).
+        """
+        checkpoint = load_checkpoint(resume_file, "cpu", model=self.config["model"])
+        check_compatible(resume_file, checkpoint, self.config, self.model, resume=True)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.start_epoch = checkpoint["epoch"] + 1
@@ -264,10 +346,11 @@ class RobustMixin:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self.best_valid_result = checkpoint["best_valid_result"]
-        self.saved_model_file = checkpoint["best_model_file"]
-        set_rng_state(checkpoint["rng"])
-        self._resumed_loader_rng = checkpoint["train_loader_rng"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
+        self.saved_model_file = best_checkpoint_file(resume_file)
+        if "rng" in checkpoint:
+            set_rng_state(checkpoint["rng"])
+        self._resumed_loader_rng = checkpoint.get("train_loader_rng")
         self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
 
 

@@ -59,8 +59,10 @@ class FREEDOM(GeneralRecommender):
         left = 1.0 - sum(weights.values())
         self.modality_weights = {**weights, **{m: left / len(rest) for m in rest}}
 
-        # define layers and loss
-        users, items = user_item_edges(dataset)
+        # define layers and loss; the graphs are built on the run's device (a GPU builds the kNN graph
+        # of thousands of items in milliseconds, the CPU in seconds)
+        device = torch.device(config["device"])
+        users, items = (t.to(device) for t in user_item_edges(dataset))
         self.register_buffer("edge_users", users, persistent=False)
         self.register_buffer("edge_items", items, persistent=False)
         self.register_buffer("edge_probability", sym_norm_values(users, items, self.n_users, self.n_items),
@@ -69,7 +71,7 @@ class FREEDOM(GeneralRecommender):
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
         self.knn_k = config["knn_k"]
         for m in self.modalities:  # the files' features: the kNN graph is built from them
-            self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)
+            self.register_buffer(f"features_{m}", dataset.item_features[m].to(device), persistent=False)
         self.register_buffer("mm_adj", self._item_item_graph(), persistent=False)
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)

@@ -1,0 +1,201 @@
+"""Settings of the plugin's pipeline: parsed as literals, never evaluated, and validated up front.
+
+RecBole's ``Config`` turns every string it is given (command line, ``config_dict``) into a value
+with ``eval``, so ``--epochs="__import__('os').system(...)"`` runs code. ``PluginConfig`` is the
+``Config`` of the plugin's pipeline (``quick_start.make_config``, Ray trials): it parses strings with
+``parse_value`` (a Python literal, a YAML flow list/mapping, ``true``/``false``, else the string
+itself) and checks the types of the settings a user can get wrong (``SETTINGS``) before RecBole
+uses any of them. It does not read ``sys.argv``: the CLI turns the command line into a dict with
+``parse_overrides``. Plain ``recbole.config.Config`` is left as RecBole wrote it.
+"""
+import ast
+import numbers
+import os
+
+import yaml
+from recbole.config import Config
+
+from recbole_robust.errors import RecBoleRobustError
+
+LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam")
+
+
+def parse_value(text):
+    """A command-line or search-space string as a value, without evaluating code."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:  # YAML flow syntax: [item_features], {mode: uni100}
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            return text
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    return text
+
+
+def parse_overrides(args):
+    """``['--key=value', ...]`` -> ``{key: value}``; anything else, or a key given twice, is an error."""
+    overrides = {}
+    for arg in args:
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not key or not sep:
+            raise RecBoleRobustError(f"unrecognised argument {arg!r}: settings are given as --key=value")
+        if key in overrides:
+            raise RecBoleRobustError(f"option --{key} is given more than once")
+        overrides[key] = parse_value(value)
+    return overrides
+
+
+def read_settings_file(path, what="config file"):
+    """A YAML file of settings: it must exist and hold a non-empty mapping."""
+    from recbole_robust.resources import read_yaml
+
+    if not os.path.isfile(path):
+        raise RecBoleRobustError(f"{what} {path} not found")
+    try:
+        content = read_yaml(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RecBoleRobustError(f"{what} {path} is not valid YAML: {reason}") from None
+    if content is None:
+        raise RecBoleRobustError(f"{what} {path} is empty")
+    if not isinstance(content, dict):
+        raise RecBoleRobustError(f"{what} {path} must hold a mapping of settings, not a {type(content).__name__}")
+    return content
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _positive_int(v):
+    return _is_int(v) and v > 0
+
+
+def _int_list(v, low):
+    values = v if isinstance(v, list) else [v]
+    return bool(values) and all(_is_int(x) and x >= low for x in values)
+
+
+def _str_list(v, allowed=None):
+    values = v if isinstance(v, list) else [v]
+    return bool(values) and all(isinstance(x, str) and (allowed is None or x.lower() in allowed) for x in values)
+
+
+def _numbers(v, low, inclusive=True):
+    values = v if isinstance(v, list) else [v]
+    return bool(values) and all(_is_number(x) and (x >= low if inclusive else x > low) for x in values)
+
+
+def _metric_names():
+    from recbole.evaluator.register import metrics_dict
+
+    return metrics_dict
+
+
+def _attack_methods():
+    from recbole_robust.trainer.perturbation import ADV_TYPES
+
+    return ADV_TYPES
+
+
+def _analyses():
+    from recbole_robust.robustness.runs import ANALYSES
+
+    return ANALYSES
+
+
+# name: (check, what a valid value is). Checked on the user's own settings (files, dict, command line)
+SETTINGS = {
+    "epochs": (_positive_int, "an integer >= 1"),
+    "train_batch_size": (_positive_int, "an integer >= 1"),
+    "eval_batch_size": (_positive_int, "an integer >= 1"),
+    "embedding_size": (_positive_int, "an integer >= 1"),
+    "stopping_step": (_positive_int, "an integer >= 1"),
+    "eval_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "seed": (_is_int, "an integer"),
+    "learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "topk": (lambda v: _int_list(v, 1), "an integer >= 1 or a list of them"),
+    "metrics": (lambda v: _str_list(v, _metric_names()), "RecBole metric names (recall, ndcg, hit, mrr ...)"),
+    "valid_metric": (lambda v: isinstance(v, str) and v != "", "a metric name such as recall@20"),
+    "eval_args": (lambda v: isinstance(v, dict), "a mapping such as {'split': {'RS': [0.8, 0.1, 0.1]}, 'mode': 'full'}"),
+    "learner": (lambda v: isinstance(v, str) and v.lower() in LEARNERS, f"one of {', '.join(LEARNERS)}"),
+    "adv_learner": (lambda v: v is None or isinstance(v, str) and v.lower() in LEARNERS,
+                    f"one of {', '.join(LEARNERS)}"),
+    "show_progress": (lambda v: isinstance(v, bool), "True or False"),
+    "reproducibility": (lambda v: isinstance(v, bool), "True or False"),
+    "mirror_gradient": (lambda v: isinstance(v, bool), "True or False"),
+    "attack": (lambda v: v is None or _str_list(v, _attack_methods()), "one of fgm, sign, random (or a list)"),
+    "attack_eps": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
+    "attack_metric": (lambda v: v is None or isinstance(v, str) and "@" in v, "a metric name such as ndcg@10"),
+    "analysis": (lambda v: v is None or _str_list(v, _analyses()), "noise, adjust or landscape (or a list)"),
+    "noise_sigma": (lambda v: _numbers(v, 0), "a number >= 0"),
+    "noise_repeats": (_positive_int, "an integer >= 1"),
+    "adjust_fraction": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "landscape_points": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "landscape_batches": (_positive_int, "an integer >= 1"),
+    "landscape_span": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "plugin_dataset": (lambda v: v in ("auto", True, False), "auto, True or False"),
+}
+PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "analysis_dir")
+
+
+def check_settings(settings, source=""):
+    """One-line error for the first setting of ``settings`` whose value has the wrong type or range."""
+    for key, value in settings.items():
+        if key in SETTINGS:
+            check, expected = SETTINGS[key]
+            if not check(value):
+                raise RecBoleRobustError(f"{source}{key} must be {expected}, got {value!r}")
+        elif key in PATH_SETTINGS and value is not None and not isinstance(value, str):
+            raise RecBoleRobustError(f"{source}{key} must be a path, got {value!r}")
+
+
+def evaluated_metrics(config):
+    """Names of the metrics a run reports, as RecBole keys them: ``recall@20``, ``mae`` ..."""
+    from recbole.evaluator.register import metrics_dict
+
+    names = []
+    for metric in config["metrics"]:
+        metric = metric.lower()
+        if metric not in metrics_dict:
+            raise RecBoleRobustError(f"unknown metric '{metric}'; RecBole's metrics: {', '.join(sorted(metrics_dict))}")
+        if any(need in ("rec.topk", "rec.items") for need in metrics_dict[metric].metric_need):
+            names += [f"{metric}@{k}" for k in config["topk"]]
+        else:
+            names.append(metric)
+    return names
+
+
+def check_metrics(config):
+    """``valid_metric`` and ``attack_metric`` must be among the metrics the run evaluates."""
+    names = evaluated_metrics(config)
+    for key in ("valid_metric", "attack_metric"):
+        value = config[key]
+        if value is not None and value.lower() not in names:
+            raise RecBoleRobustError(f"{key} {value} is not among the evaluated metrics ({', '.join(names)})")
+
+
+class PluginConfig(Config):
+    """RecBole's ``Config`` for the plugin's pipeline: literal parsing, validated settings, no ``sys.argv``."""
+
+    def _convert_config_dict(self, config_dict):
+        return {key: parse_value(value) for key, value in config_dict.items()}
+
+    def _load_cmd_line(self):
+        return {}
+
+    def _merge_external_config_dict(self):
+        super()._merge_external_config_dict()
+        check_settings(self.external_config_dict)

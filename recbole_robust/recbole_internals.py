@@ -1,0 +1,67 @@
+"""Every private RecBole name the plugin patches or calls, in one place, checked at import.
+
+RecBole has no plugin API, so ``registry.py`` wraps a few of its private methods and the trainer
+extends others. A RecBole release that renames one of them, or changes its arguments, would make the
+plugin misbehave silently; ``check()`` (run when ``recbole_robust`` is imported) compares each name
+listed here with the signature it was written against and fails with one line naming the first
+difference. Code that touches a private RecBole name must take it from this module.
+"""
+import inspect
+
+import recbole
+import recbole.data.utils
+from recbole.config import Config
+from recbole.data.dataset import Dataset
+from recbole.trainer import Trainer
+
+from recbole_robust.errors import RecBoleRobustError
+
+RECBOLE_VERSION = "1.2.1"
+
+# (owner, attribute name, parameter names it must take, what the plugin does with it)
+PRIVATE_NAMES = (
+    (Config, "_load_internal_config_dict", ("self", "model", "model_class", "dataset"),
+     "wrapped: adds the plugin's default files below the user's settings"),
+    (Config, "_set_default_parameters", ("self",), "wrapped: resolves plugin datasets"),
+    (Config, "_update_internal_config_dict", ("self", "file"), "called: reads a plugin default file"),
+    (Config, "_build_yaml_loader", ("self",), "called: RecBole's YAML loader for the plugin's files"),
+    (Config, "_convert_config_dict", ("self", "config_dict"),
+     "overridden by PluginConfig: values are parsed as literals, never evaluated"),
+    (Config, "_load_cmd_line", ("self",), "overridden by PluginConfig: the CLI parses the command line"),
+    (Config, "_merge_external_config_dict", ("self",), "extended by PluginConfig: validates user settings"),
+    (Dataset, "_load_data", ("self", "token", "dataset_path"), "wrapped: builds a plugin dataset on first load"),
+    (Trainer, "_save_checkpoint", ("self", "epoch", "verbose", "kwargs"),
+     "replaced: tensors and plain data only, written atomically"),
+    (Trainer, "_train_epoch", ("self", "train_data", "epoch_idx", "loss_func", "show_progress"),
+     "extended: adversarial stages, Mirror Gradient"),
+    (Trainer, "_build_optimizer", ("self", "kwargs"), "called: the adversarial stage's optimiser"),
+    (Trainer, "_check_nan", ("self", "loss"), "overridden: NaN or Inf stops training with one line"),
+    (recbole.data.utils, "get_dataloader", ("config", "phase"),
+     "wrapped: user batches for plugin auto-encoders"),
+)
+
+# attributes of a RecBole Trainer the plugin reads or sets
+TRAINER_ATTRIBUTES = ("saved_model_file", "start_epoch", "cur_step", "best_valid_score", "best_valid_result",
+                      "optimizer", "stopping_step", "clip_grad_norm", "enable_scaler", "enable_amp",
+                      "train_loss_dict", "epochs")
+
+
+def check(version=None, names=PRIVATE_NAMES):
+    """Raise ``RecBoleRobustError`` (one line) if RecBole is not the version the plugin hooks into."""
+    version = recbole.__version__ if version is None else version
+    if version != RECBOLE_VERSION:
+        raise RecBoleRobustError(
+            f"recbole-robust hooks into RecBole {RECBOLE_VERSION}, but RecBole {version} is installed "
+            f"(pip install recbole=={RECBOLE_VERSION})"
+        )
+    for owner, name, params, _ in names:
+        label = f"{getattr(owner, '__name__', owner)}.{name}"
+        function = getattr(owner, name, None)
+        if not callable(function):
+            raise RecBoleRobustError(f"RecBole {version} has no {label}, which recbole-robust needs")
+        found = tuple(inspect.signature(function).parameters)
+        if found != params:
+            raise RecBoleRobustError(
+                f"RecBole's {label} takes ({', '.join(found)}), recbole-robust expects ({', '.join(params)})"
+            )
+
