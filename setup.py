@@ -50,7 +50,7 @@ setup(
         "recbole_robust.dataset_configs": "dataset_configs",
     },
     package_data={
-        "recbole_robust.properties": ["*.yaml", "model/*.yaml", "presets/*.yaml", "search/*.yaml"],
+        "recbole_robust.properties": ["*.yaml", "model/*.yaml", "presets/*.yaml", "presets/*/*.yaml", "search/*.yaml"],
         "recbole_robust.dataset_configs": ["*.yaml"],
     },
     install_requires=install_requires,

@@ -30,8 +30,9 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, preset=
     """The plugin's ``Config`` (``config.PluginConfig``) for a plugin or RecBole model.
 
     Names, files and setting types are checked first. ``preset`` names an evaluation protocol
-    (``properties/presets/<name>.yaml``); it is read before the user's config files, so anything the
-    user sets wins.
+    (``properties/presets/<name>.yaml``), then the model's defaults under it
+    (``properties/presets/<name>/<Model>.yaml``, e.g. the MG release's configs); both are read before
+    the user's config files, so anything the user sets wins.
     """
     if not model:
         raise RecBoleRobustError("no model given (use --model=<name>)")
@@ -46,6 +47,9 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, preset=
         if preset_file is None:
             raise RecBoleRobustError(f"unknown preset '{preset}'; presets: {', '.join(resources.preset_names())}")
         files.insert(0, str(preset_file))
+        model_defaults = resources.preset_model_file(preset, model)
+        if model_defaults is not None:
+            files.insert(1, str(model_defaults))
     config = PluginConfig(model=model, dataset=dataset, config_file_list=files or None, config_dict=config_dict)
     check_dataset_exists(config)
     check_metrics(config)

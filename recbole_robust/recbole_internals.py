@@ -10,6 +10,7 @@ import inspect
 
 import recbole
 import recbole.data.utils
+import recbole.trainer.trainer
 from recbole.config import Config
 from recbole.data.dataset import Dataset
 from recbole.trainer import Trainer
@@ -37,7 +38,9 @@ PRIVATE_NAMES = (
     (Trainer, "_build_optimizer", ("self", "kwargs"), "called: the adversarial stage's optimiser"),
     (Trainer, "_check_nan", ("self", "loss"), "overridden: NaN or Inf stops training with one line"),
     (recbole.data.utils, "get_dataloader", ("config", "phase"),
-     "wrapped: user batches for plugin auto-encoders"),
+     "wrapped: user batches for plugin auto-encoders, budget-batched full-sort evaluation"),
+    (recbole.trainer.trainer, "early_stopping", ("value", "best", "cur_step", "max_step", "bigger"),
+     "replaced where Trainer.fit looks it up: ties optionally count as no improvement"),
 )
 
 # attributes of a RecBole Trainer the plugin reads or sets
@@ -57,6 +60,7 @@ def check(version=None, names=PRIVATE_NAMES):
     for owner, name, params, _ in names:
         label = f"{getattr(owner, '__name__', owner)}.{name}"
         function = getattr(owner, name, None)
+        function = getattr(function, "__wrapped__", function)
         if not callable(function):
             raise RecBoleRobustError(f"RecBole {version} has no {label}, which recbole-robust needs")
         found = tuple(inspect.signature(function).parameters)

@@ -10,15 +10,18 @@ it relies on (``recbole_internals.py``: version and signatures, one line if they
   the model's ``trainer_class`` (default ``RobustTrainer``);
 * **datasets**: ``recbole.data.create_dataset`` looks up ``recbole.data.dataset.<Name>Dataset``; it is
   set to ``MultimodalDataset`` for models with ``needs_item_features = True``;
-* **training loaders**: RecBole gives its auto-encoders (MultiVAE, CDAE ...) a ``UserDataLoader``
+* **dataloaders**: RecBole gives its auto-encoders (MultiVAE, CDAE ...) a ``UserDataLoader``
   (batches of user ids) by model name; ``recbole.data.utils.get_dataloader`` is wrapped to do the
-  same for plugin models with ``user_dataloader = True`` (VAEGAN);
+  same for plugin models with ``user_dataloader = True`` (VAEGAN), and, in the plugin's pipeline, to
+  evaluate full ranking with ``BudgetFullSortEvalDataLoader`` (users per batch from a memory budget);
 * **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
   defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
   and ``dataset_configs/<dataset>.yaml`` -- only where the plugin is involved (a plugin model, the
   plugin's pipeline, or a plugin dataset). ``Config._set_default_parameters`` points ``data_path`` at
   a plugin dataset's build folder; nothing is built until RecBole loads the data
   (``Dataset._load_data`` is wrapped to build it then), so a ``Config`` never writes anything;
+* **early stopping**: ``recbole.trainer.trainer.early_stopping`` is RecBole's own, except inside a plugin
+  trainer's ``fit`` with ``valid_ties_improve: False`` (the MG preset), where a tie is no improvement;
 * **checkpoints**: ``Trainer._save_checkpoint`` is replaced by one that stores tensors and plain
   data (``weights_only=True`` loads it) and writes atomically, so RecBole's own trainers can reload
   their checkpoints on torch >= 2.6 (RecBole 1.2.1 pickles its ``Config``, which torch refuses).
@@ -36,21 +39,24 @@ import sys
 import recbole.data.dataset
 import recbole.data.utils
 import recbole.trainer
+import recbole.trainer.trainer
 from recbole.config import Config
-from recbole.data.dataloader import UserDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, UserDataLoader
 from recbole.data.dataset import Dataset
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.trainer import Trainer
+from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_robust import recbole_internals, resources
 from recbole_robust.config import PluginConfig
+from recbole_robust.data.dataloader import BudgetFullSortEvalDataLoader
 from recbole_robust.data.dataset import MultimodalDataset
 from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_target, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
-from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, save_plain_checkpoint
+from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, early_stopping, save_plain_checkpoint
 
 MODEL_PACKAGES = {"general_recommender": "recbole_robust.model.general_recommender"}
 _REGISTERED = False
@@ -129,7 +135,11 @@ def _hook_dataloader(user_loader_models):
     def get_dataloader(config, phase):
         if phase == "train" and config["model"] in user_loader_models:
             return UserDataLoader
-        return original(config, phase)
+        loader = original(config, phase)
+        if loader is FullSortEvalDataLoader and isinstance(config, PluginConfig) \
+                and config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            return BudgetFullSortEvalDataLoader  # the plugin's pipeline: batches by memory budget
+        return loader
 
     recbole.data.utils.get_dataloader = get_dataloader  # the name data_preparation looks up
 
@@ -151,6 +161,7 @@ def register():
     _hook_config()
     _hook_dataset()
     Trainer._save_checkpoint = save_plain_checkpoint
+    recbole.trainer.trainer.early_stopping = early_stopping  # RecBole's, unless valid_ties_improve is False
     _hook_dataloader({name for name, cls in plugin_models().items() if hook(cls, "user_dataloader")})
     _REGISTERED = True
 

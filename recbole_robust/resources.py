@@ -52,6 +52,11 @@ def preset_file(name):
     return _resource("properties", f"presets/{name}.yaml")
 
 
+def preset_model_file(preset, model_name):
+    """A model's defaults under a preset (``properties/presets/<preset>/<Model>.yaml``), or ``None``."""
+    return _resource("properties", f"presets/{preset}/{model_name}.yaml")
+
+
 def preset_names():
     folder = _folder("properties").joinpath("presets")
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))

@@ -1,7 +1,8 @@
-"""Reuse an expensive all-users / all-items computation across the batches of a full-sort evaluation.
+"""Reuse an expensive all-users / all-items computation across the batches of an evaluation.
 
-RecBole evaluates full ranking a few users per batch and calls ``full_sort_predict`` for each; a
-model whose item (or graph) representation covers all items would recompute it every batch. The
+RecBole evaluates a batch of users at a time and calls ``full_sort_predict`` (full ranking) or
+``predict`` (sampled negatives) for each; a graph model that propagates over the whole graph would
+recompute the propagation every batch, so it propagates once per evaluation instead. The
 cached value is reused while gradients are off and every parameter and buffer of the model is the
 same object at the same version: an optimiser step (in-place, new version) or an injected
 perturbation (a new object, ``functional_call``) invalidates it.

@@ -53,7 +53,7 @@ class GraphNodeRecommender(GeneralRecommender):
         return self.bpr_loss_fct((u * x[pos + self.n_users]).sum(-1), (u * x[neg + self.n_users]).sum(-1))
 
     def predict(self, interaction):
-        x = self.forward()
+        x = self._full_sort_cache.get(self, self.forward)
         return (x[interaction[self.USER_ID]] * x[interaction[self.ITEM_ID] + self.n_users]).sum(-1)
 
     def full_sort_predict(self, interaction):

@@ -8,13 +8,19 @@ import csv
 import os
 from pathlib import Path
 
-import matplotlib
+from tabulate import tabulate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from recbole_robust.utils import atomic_write
 
-from recbole_robust.utils import atomic_write  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (it costs ~50 MB)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def drop(clean, attacked):
@@ -45,6 +51,7 @@ def markdown_table(clean, rows, metric, title):
 
 
 def plot(clean, rows, metric, title, path):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for target in dict.fromkeys(r["target"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -101,6 +108,7 @@ def write_landscape_report(out_dir, alphas, betas, losses, title):
     paths = {ext: os.path.join(out_dir, f"landscape.{ext}") for ext in ("csv", "png")}
     _write_csv(paths["csv"], [{"alpha": float(a), "beta": float(b), "loss": float(losses[i, j])}
                               for i, a in enumerate(alphas) for j, b in enumerate(betas)])
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     contour = ax.contourf(betas, alphas, losses, levels=20, cmap="viridis")
     ax.contour(betas, alphas, losses, levels=10, colors="white", linewidths=0.5, alpha=0.6)

@@ -26,6 +26,7 @@ bare ``ValueError``.
 The mixin is combined with RecBole's own trainer classes (``registry.get_trainer``), so RecBole's
 built-in models get the same checkpoints (and the adversary, where their trainer uses RecBole's loop).
 """
+import contextvars
 import enum
 import os
 import random
@@ -34,6 +35,7 @@ import secrets
 import numpy as np
 import torch
 from recbole.trainer import Trainer
+from recbole.utils import early_stopping as recbole_early_stopping
 from recbole.utils import set_color
 
 from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
@@ -58,6 +60,23 @@ def plain(value):
     if isinstance(value, enum.Enum):
         return value.name
     return str(value)
+
+
+# False while a plugin trainer with ``valid_ties_improve: False`` runs its fit (contextvars: per thread)
+_TIES_IMPROVE = contextvars.ContextVar("valid_ties_improve", default=True)
+
+
+def early_stopping(value, best, cur_step, max_step, bigger=True):
+    """RecBole's ``early_stopping``, where a tie with the best score is not an improvement if asked.
+
+    RecBole counts ``value == best`` as an improvement (``>=``); the MG release, like MMRec, does not
+    (``>``), so on a plateau it keeps the earlier model and stops. ``registry.py`` puts this function
+    where RecBole's ``Trainer.fit`` looks it up; outside a plugin trainer's ``fit`` it is RecBole's.
+    """
+    if _TIES_IMPROVE.get() or value != best:
+        return recbole_early_stopping(value, best, cur_step, max_step, bigger)
+    cur_step += 1
+    return best, cur_step, cur_step > max_step, False
 
 
 def rng_state():
@@ -313,7 +332,11 @@ class RobustMixin:
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
-        result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        token = _TIES_IMPROVE.set(bool(self.config["valid_ties_improve"]))
+        try:
+            result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        finally:
+            _TIES_IMPROVE.reset(token)
         if saved and not os.path.exists(self.saved_model_file):
             # no validation ran (e.g. eval_step > epochs, as for Pop's single epoch): keep the final model
             self._save_checkpoint(max(self.train_loss_dict, default=-1), verbose=verbose)

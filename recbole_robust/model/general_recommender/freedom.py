@@ -150,7 +150,7 @@ class FREEDOM(GeneralRecommender):
         return loss
 
     def predict(self, interaction):
-        users, items = self.forward(self.norm_adj)
+        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.norm_adj))
         return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
 
     def full_sort_predict(self, interaction):

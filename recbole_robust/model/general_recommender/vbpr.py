@@ -21,6 +21,12 @@ Options used by AMR (its eq. 4 is this predictor with one user vector and no bia
 section 4.1.2: items without a training interaction get a zero ID vector and bias, so they are
 scored by their content alone, and are never used as training negatives (a sampled cold negative is
 replaced by a random warm item).
+
+Options used by the MG preset (the MG authors' MMRec VBPR, ``properties/presets/mg/VBPR.yaml``):
+``reg_form: mmrec`` is MMRec's ``EmbLoss``: ``reg_weight`` times the sum of the (un-squared) L2 norms
+of the batch's user vectors [gamma_u; theta_u] and positive and negative item vectors
+[gamma_i; E f_i], divided by the batch size, with no separate term on E; ``content_projection_bias``
+gives E f_i a bias, as MMRec's ``item_linear`` has.
 """
 import torch
 from torch import nn
@@ -54,6 +60,9 @@ class VBPR(GeneralRecommender):
         if config["cold_items"] not in ("content", "id"):
             raise RecBoleRobustError(f"cold_items must be 'content' or 'id', not {config['cold_items']!r}")
         self.content_only_cold_items = config["cold_items"] == "content"
+        self.reg_form = config["reg_form"]
+        if self.reg_form not in ("l2", "mmrec"):
+            raise RecBoleRobustError(f"reg_form must be 'l2' or 'mmrec', not {self.reg_form!r}")
         if self.single_user_vector and self.content_embedding_size != self.embedding_size:
             raise RecBoleRobustError(
                 "single_user_vector needs content_embedding_size == embedding_size "
@@ -76,7 +85,8 @@ class VBPR(GeneralRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)  # gamma_i
         if not self.single_user_vector:
             self.user_content_embedding = nn.Embedding(self.n_users, self.content_embedding_size)  # theta_u
-        self.content_projection = nn.Linear(features.shape[1], self.content_embedding_size, bias=False)  # E
+        self.content_projection = nn.Linear(features.shape[1], self.content_embedding_size,
+                                            bias=bool(config["content_projection_bias"]))  # E
         if self.use_item_bias:
             self.item_bias = nn.Embedding(self.n_items, 1)  # beta_i
             self.content_bias = nn.Linear(features.shape[1], 1, bias=False)  # beta'
@@ -149,6 +159,10 @@ class VBPR(GeneralRecommender):
     def reg_loss(self, interaction):
         user, pos_item = interaction[self.USER_ID], interaction[self.ITEM_ID]
         neg_item = self._negatives(interaction)
+        if self.reg_form == "mmrec":
+            vectors = [torch.cat(self.user_vectors(user), -1)] + [
+                torch.cat(self.item_representation(items)[:2], -1) for items in (pos_item, neg_item)]
+            return self.reg_weight * self.reg_loss_fct(*vectors, require_pow=False).squeeze()
         batch = [self.user_embedding(user), self.item_embedding(pos_item), self.item_embedding(neg_item)]
         projection_terms = self.content_projection.weight.pow(2).sum()
         if not self.single_user_vector:

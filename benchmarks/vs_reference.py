@@ -1,0 +1,164 @@
+"""Side by side with the MG authors' release on TikTok: train and validation seconds, peak RSS, accuracy.
+
+    python benchmarks/vs_reference.py --reference /scratch/mg-release --models VBPR FREEDOM MMGCN
+    python benchmarks/vs_reference.py --reference /scratch/mg-release --models VBPR --accuracy --seeds 999 1 2
+    python benchmarks/vs_reference.py --models VBPR FREEDOM          # our side only
+
+``--reference`` is a folder prepared by ``../shared/tools/mg-release-setup.sh`` (its ``src/`` and
+``venv/``); it is never vendored and no test needs it. Each model is run alternately by the release
+(``main.py -m <Model> -d tiktok``, MG on unless ``--mg off``) and by the plugin (``--preset=mg``), as
+subprocesses with the same thread count, on the same data. Both log RecBole-style lines
+``epoch N training [time: Xs ...]`` and ``epoch N evaluating [time: Ys ...]``, which are parsed; the
+first epoch is left out of the means (start-up). Peak RSS is the child's ``ru_maxrss``.
+Timing runs use ``--epochs`` epochs; ``--accuracy`` trains to early stopping (the release's cap of
+1000 epochs, patience 20) for each seed and reports test Recall/NDCG@5/20 as mean +- std.
+
+The release reads its settings from ``src/configs/overall.yaml``; the script sets ``epochs`` and
+``seed`` there for each run and restores the file afterwards.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCH = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
+METRIC = re.compile(r"'?(recall@\d+|ndcg@\d+)'?(?::|,) ([0-9.]+)")
+METRICS = ("recall@5", "recall@20", "ndcg@5", "ndcg@20")
+
+
+def run(command, cwd, threads, timeout):
+    """Run ``command``; returns (output, seconds, peak RSS in MiB)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    with tempfile.TemporaryFile(mode="w+") as out:
+        start = time.time()
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.time() - start
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({proc.returncode}):\n{text[-3000:]}")
+    return text, seconds, usage.ru_maxrss / 1024
+
+
+def epoch_times(text):
+    """Mean training and validation seconds per epoch (the first epoch left out when there are more)."""
+    times = {"training": {}, "evaluating": {}}
+    for epoch, kind, seconds in EPOCH.findall(text):
+        times[kind][int(epoch)] = float(seconds)
+
+    def mean(values):
+        values = [v for e, v in sorted(values.items()) if e > 0] or list(values.values())
+        return statistics.mean(values) if values else float("nan")
+
+    return mean(times["training"]), mean(times["evaluating"]), len(times["training"])
+
+
+def test_metrics(text, marker):
+    """The metrics on the last line that contains ``marker`` (the final test result)."""
+    line = [l for l in text.splitlines() if marker in l][-1]
+    return {k: float(v) for k, v in METRIC.findall(line)}
+
+
+class Release:
+    def __init__(self, folder):
+        self.folder = Path(folder).resolve()
+        self.src, self.python = self.folder / "src", self.folder / "venv" / "bin" / "python"
+        self.overall = self.src / "configs" / "overall.yaml"
+        if not self.python.is_file() or not self.overall.is_file():
+            raise SystemExit(f"{folder} is not a release folder prepared by mg-release-setup.sh (src/, venv/)")
+
+    def __call__(self, model, epochs, seed, mg, threads, timeout):
+        original = self.overall.read_text()
+        settings = re.sub(r"(?m)^epochs: .*$", f"epochs: {epochs}", original)
+        settings = re.sub(r"(?m)^seed: .*$", f"seed: [{seed}]", settings)
+        self.overall.write_text(settings)
+        try:
+            command = [str(self.python), "main.py", "-m", model, "-d", "tiktok"] + ([] if mg else ["--not_mg"])
+            text, seconds, rss = run(command, self.src, threads, timeout)
+        finally:
+            self.overall.write_text(original)
+        return text, seconds, rss, lambda: test_metrics(text, "Test: ")
+
+
+def ours(model, epochs, seed, mg, threads, timeout, data_path, workdir):
+    command = [sys.executable, str(REPO / "run_recbole_robust.py"), f"--model={model}", "--dataset=tiktok",
+               "--preset=mg", f"--data_path={data_path}", f"--epochs={epochs}", f"--seed={seed}",
+               f"--mirror_gradient={mg}", "--show_progress=False", f"--checkpoint_dir={workdir}/saved",
+               f"--build_dir={workdir}/datasets"]
+    text, seconds, rss = run(command, workdir, threads, timeout)
+    return text, seconds, rss, lambda: test_metrics(text, "test result")
+
+
+def ratio(release, plugin):
+    return f"{release / plugin:.2f}x" if plugin and release == release and plugin == plugin else "-"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", help="release folder prepared by ../shared/tools/mg-release-setup.sh")
+    parser.add_argument("--models", nargs="+", default=["VBPR", "FREEDOM", "MMGCN"])
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of a timing run (the first is left out)")
+    parser.add_argument("--mg", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--accuracy", action="store_true", help="also train to early stopping per seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[999, 1, 2])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data_path", default=str(REPO.parent / "shared" / "datasets"))
+    parser.add_argument("--timeout", type=int, default=7200)
+    args = parser.parse_args()
+    release = Release(args.reference) if args.reference else None
+    workdir = tempfile.mkdtemp(prefix="vs_reference-")
+    sides = [("release", release)] if release else []
+    sides.append(("ours", lambda *a: ours(*a, data_path=os.path.abspath(args.data_path), workdir=workdir)))
+    mg_settings = {"on": [True], "off": [False], "both": [True, False]}[args.mg]
+
+    speed = []
+    for model in args.models:
+        for mg in mg_settings:
+            row = {"model": model, "MG": "on" if mg else "off"}
+            for side, runner in sides:  # alternately, in one session
+                text, _, rss, _ = runner(model, args.epochs, args.seeds[0], mg, args.threads, args.timeout)
+                train, valid, n = epoch_times(text)
+                row.update({f"{side} train s/epoch": train, f"{side} s/validation": valid, f"{side} peak RSS MiB": rss})
+                print(f"{model} MG {row['MG']} {side}: {n} epochs, train {train:.3f} s, validation {valid:.3f} s, "
+                      f"{rss:.0f} MiB", flush=True)
+            if release:
+                row["train ratio"] = ratio(row["release train s/epoch"], row["ours train s/epoch"])
+                row["validation ratio"] = ratio(row["release s/validation"], row["ours s/validation"])
+            speed.append(row)
+    print(f"\nSeconds per epoch on tiktok, {args.threads} threads, {args.epochs} epochs a run "
+          "(ratio = release / ours: > 1 means we are faster)")
+    print(tabulate([list(r.values()) for r in speed], headers=list(speed[0]), tablefmt="github", floatfmt=".3f"))
+
+    if args.accuracy:
+        rows = []
+        for model in args.models:
+            for side, runner in sides:
+                results = []
+                for seed in args.seeds:
+                    *_, metrics = runner(model, 1000, seed, True, args.threads, args.timeout)
+                    results.append(metrics())
+                    print(f"{model} {side} seed {seed}: " + ", ".join(f"{m} {results[-1][m]:.4f}" for m in METRICS),
+                          flush=True)
+                rows.append([model, side] + [
+                    f"{statistics.mean(r[m] for r in results):.4f} ± "
+                    f"{statistics.stdev(r[m] for r in results) if len(results) > 1 else 0:.4f}" for m in METRICS])
+        print(f"\nTest metrics on tiktok, MG on, trained to early stopping, seeds {args.seeds}")
+        print(tabulate(rows, headers=["model", "side", *METRICS], tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()
