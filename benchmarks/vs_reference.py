@@ -114,6 +114,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=6, help="epochs of a timing run (the first is left out)")
     parser.add_argument("--mg", choices=["on", "off", "both"], default="both")
     parser.add_argument("--accuracy", action="store_true", help="also train to early stopping per seed")
+    parser.add_argument("--no_timing", action="store_true", help="skip the timing runs (with --accuracy)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[999, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data_path", default=str(REPO.parent / "shared" / "datasets"))
@@ -126,7 +127,7 @@ def main():
     mg_settings = {"on": [True], "off": [False], "both": [True, False]}[args.mg]
 
     speed = []
-    for model in args.models:
+    for model in args.models if not args.no_timing else []:
         for mg in mg_settings:
             row = {"model": model, "MG": "on" if mg else "off"}
             for side, runner in sides:  # alternately, in one session
@@ -139,9 +140,10 @@ def main():
                 row["train ratio"] = ratio(row["release train s/epoch"], row["ours train s/epoch"])
                 row["validation ratio"] = ratio(row["release s/validation"], row["ours s/validation"])
             speed.append(row)
-    print(f"\nSeconds per epoch on tiktok, {args.threads} threads, {args.epochs} epochs a run "
-          "(ratio = release / ours: > 1 means we are faster)")
-    print(tabulate([list(r.values()) for r in speed], headers=list(speed[0]), tablefmt="github", floatfmt=".3f"))
+    if speed:
+        print(f"\nSeconds per epoch on tiktok, {args.threads} threads, {args.epochs} epochs a run "
+              "(ratio = release / ours: > 1 means we are faster)")
+        print(tabulate([list(r.values()) for r in speed], headers=list(speed[0]), tablefmt="github", floatfmt=".3f"))
 
     if args.accuracy:
         rows = []

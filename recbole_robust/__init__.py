@@ -7,9 +7,10 @@ import warnings
 
 # Known, harmless warnings of the pinned stack that would otherwise fill every RecBole log:
 # pandas 2.2 about RecBole's inplace fillna, torch about RecBole's torch.cuda.amp calls, Ray 2.6.3
-# about pkg_resources.
+# about pkg_resources, torch about CSR tensors being "beta" (the graph models' fixed graphs are CSR).
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
 warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta state", category=UserWarning)
 
 from recbole_robust.errors import RecBoleRobustError  # noqa: E402
 from recbole_robust.registry import register  # noqa: E402

@@ -45,6 +45,8 @@ def test_normalised_adjacency_matches_dense_formula():
 @pytest.mark.parametrize("model", ["MMGCN", "GRCN", "FREEDOM"])
 def test_gnn_trains_and_beats_random(fast, model):
     config_dict = {**fast, **SMALL[model], "epochs": 3, "train_batch_size": 8192, "learning_rate": 0.005}
+    if model == "FREEDOM":
+        config_dict["modality_weights"] = None  # the MG preset weighs an image modality, ml-100k has none
     config = make_config(model, "ml-100k", config_dict=config_dict, preset="mg")
     _, train_data, valid_data, test_data = load_data(config)
     trainer = get_trainer(config["MODEL_TYPE"], model)(config, build_model(config, train_data))
@@ -81,12 +83,13 @@ def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):
     """FREEDOM uses its features at inference only through the frozen kNN graph built from them:
     adjusting features must rebuild that graph (else the adjustment could not change any ranking)."""
     result = run_recbole_robust(model="FREEDOM", dataset="ml-100k", preset="mg", config_dict={
-        **fast, **SMALL["FREEDOM"], "train_batch_size": 8192, "analysis": ["adjust"],
+        **fast, **SMALL["FREEDOM"], "modality_weights": None, "train_batch_size": 8192, "analysis": ["adjust"],
         "adjust_fraction": 0.3, "adjust_modality": "text"})
     clean, adjusted = result["analysis"]["clean"], result["analysis"]["adjust"]["result"]
     assert adjusted != clean
 
-    config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"]}, preset="mg")
+    config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"], "modality_weights": None},
+                         preset="mg")
     _, train_data, _, _ = load_data(config)
     model = build_model(config, train_data)
     items, donors = torch.arange(1, 101), torch.arange(201, 301)
@@ -97,3 +100,25 @@ def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):
     assert torch.allclose(tensors["mm_adj"].to_dense(), expected.to_dense(), atol=1e-6)
     assert not torch.allclose(tensors["mm_adj"].to_dense(), model.mm_adj.to_dense())
     assert torch.equal(tensors["modality_embeddings.text.weight"][items], model.modality_embeddings.text.weight[donors])
+
+
+def test_sparse_mean_aggregation_equals_message_passing():
+    """MMGCN's CSR mean aggregation gives what PyG's scatter-mean message passing gave, on a small graph
+    with an isolated node, forward and backward."""
+    from torch_geometric.utils import scatter
+
+    from recbole_robust.model.graphs import SparseMeanConv, csr_transpose, mean_adjacency
+
+    torch.manual_seed(0)
+    edges = torch.tensor([[0, 0, 1, 2, 3], [4, 5, 4, 5, 5]])
+    edge_index = torch.cat([edges, edges.flip(0)], dim=1)  # node 6 has no edge
+    x = torch.randn(7, 3, requires_grad=True)
+    conv = SparseMeanConv(3, 2)
+    adjacency = mean_adjacency(edge_index, 7)
+    ours = conv(x, adjacency, csr_transpose(adjacency))
+    messages = (x @ conv.weight)[edge_index[0]]
+    reference = scatter(messages, edge_index[1], dim=0, dim_size=7, reduce="mean")
+    assert torch.allclose(ours, reference, atol=1e-6) and torch.equal(ours[6], torch.zeros(2))
+    grad_ours = torch.autograd.grad(ours.square().sum(), x)[0]
+    grad_reference = torch.autograd.grad(reference.square().sum(), x)[0]
+    assert torch.allclose(grad_ours, grad_reference, atol=1e-6)

@@ -30,7 +30,9 @@ from recbole.utils import InputType
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.cache import FullSortCache
-from recbole_robust.model.graphs import knn_graph, sym_norm_adjacency, sym_norm_values, user_item_edges
+from recbole_robust.model.graphs import (
+    csr_transpose, graph_product, knn_graph, sym_norm_adjacency, sym_norm_values, user_item_edges,
+)
 
 
 class FREEDOM(GeneralRecommender):
@@ -67,12 +69,15 @@ class FREEDOM(GeneralRecommender):
         self.register_buffer("edge_items", items, persistent=False)
         self.register_buffer("edge_probability", sym_norm_values(users, items, self.n_users, self.n_items),
                              persistent=False)
-        self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items), persistent=False)
+        # graphs are CSR: each batch propagates with sparse-dense products (graphs.py)
+        self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items).to_sparse_csr(),
+                             persistent=False)
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
         self.knn_k = config["knn_k"]
         for m in self.modalities:  # the files' features: the kNN graph is built from them
             self.register_buffer(f"features_{m}", dataset.item_features[m].to(device), persistent=False)
         self.register_buffer("mm_adj", self._item_item_graph(), persistent=False)
+        self.register_buffer("mm_adj_t", csr_transpose(self.mm_adj), persistent=False)  # kNN is not symmetric
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_id_embedding = nn.Embedding(self.n_items, self.embedding_size)
@@ -94,7 +99,7 @@ class FREEDOM(GeneralRecommender):
     def _item_item_graph(self, features=None):
         features = {m: getattr(self, f"features_{m}") for m in self.modalities} | (features or {})
         graphs = [w * knn_graph(features[m], self.knn_k) for m, w in self.modality_weights.items()]
-        return torch.stack(graphs).sum(0).coalesce()
+        return torch.stack(graphs).sum(0).coalesce().to_sparse_csr()
 
     def modality_location(self, modality):
         return f"modality_embeddings.{modality}.weight", slice(None)
@@ -107,7 +112,8 @@ class FREEDOM(GeneralRecommender):
         raw[items] = raw[donors]
         embedding = self.modality_embeddings[modality].weight.detach().clone()
         embedding[items] = embedding[donors]
-        return {f"modality_embeddings.{modality}.weight": embedding, "mm_adj": self._item_item_graph({modality: raw})}
+        graph = self._item_item_graph({modality: raw})
+        return {f"modality_embeddings.{modality}.weight": embedding, "mm_adj": graph, "mm_adj_t": csr_transpose(graph)}
 
     def pre_epoch_processing(self):
         """Degree-sensitive edge pruning: keep (1 - dropout) of the edges, sampled by d_u^-1/2 d_i^-1/2."""
@@ -115,7 +121,8 @@ class FREEDOM(GeneralRecommender):
             self.masked_adj = None
             return
         keep = torch.multinomial(self.edge_probability, int(len(self.edge_probability) * (1 - self.dropout)))
-        self.masked_adj = sym_norm_adjacency(self.edge_users[keep], self.edge_items[keep], self.n_users, self.n_items)
+        self.masked_adj = sym_norm_adjacency(self.edge_users[keep], self.edge_items[keep], self.n_users,
+                                             self.n_items).to_sparse_csr()
 
     def _training_graph(self):
         return self.norm_adj if self.masked_adj is None else self.masked_adj
@@ -123,11 +130,11 @@ class FREEDOM(GeneralRecommender):
     def forward(self, adj):
         h = self.item_id_embedding.weight
         for _ in range(self.n_mm_layers):
-            h = torch.sparse.mm(self.mm_adj, h)
+            h = graph_product(self.mm_adj, h, self.mm_adj_t)
         ego = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
         layers = [ego]
         for _ in range(self.n_ui_layers):
-            ego = torch.sparse.mm(adj, ego)
+            ego = graph_product(adj, ego)  # the user-item graphs are symmetric
             layers.append(ego)
         out = torch.stack(layers).mean(0)
         return out[: self.n_users], out[self.n_users:] + h
@@ -144,7 +151,7 @@ class FREEDOM(GeneralRecommender):
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         users, items = self.forward(self._training_graph())
         loss = self._bpr(users[user], items[pos], items[neg])
-        for m in self.modalities:
+        for m in self.modalities if self.reg_weight else ():  # no projection work when the term is off
             projected = self.modality_projections[m](self.modality_embeddings[m].weight)
             loss = loss + self.reg_weight * self._bpr(users[user], projected[pos], projected[neg])
         return loss

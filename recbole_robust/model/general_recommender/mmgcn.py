@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_robust.model.graphs import LinearMeanConv, user_item_edges
+from recbole_robust.model.graphs import SparseMeanConv, csr_transpose, mean_adjacency, user_item_edges
 from recbole_robust.model.node_recommender import GraphNodeRecommender
 
 
@@ -36,17 +36,17 @@ class ModalityGCN(nn.Module):
         self.projection = nn.Linear(feat_dim, in_dim) if feat_dim > latent_size else None
         self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, in_dim)))
         dims = [in_dim] + [id_dim] * n_layers
-        self.convs = nn.ModuleList(LinearMeanConv(dims[l], dims[l]) for l in range(n_layers))
+        self.convs = nn.ModuleList(SparseMeanConv(dims[l], dims[l]) for l in range(n_layers))
         self.linears = nn.ModuleList(nn.Linear(dims[l], id_dim) for l in range(n_layers))
         self.combines = nn.ModuleList(nn.Linear(dims[l], id_dim) for l in range(n_layers))
         for layer in list(self.linears) + list(self.combines):
             nn.init.xavier_normal_(layer.weight)
 
-    def forward(self, features, id_embedding, edge_index):
+    def forward(self, features, id_embedding, adjacency, adjacency_t):
         items = self.projection(features) if self.projection is not None else features
         x = F.normalize(torch.cat([self.preference, items]))
         for conv, linear, combine in zip(self.convs, self.linears, self.combines):
-            h = F.leaky_relu(conv(x, edge_index))
+            h = F.leaky_relu(conv(x, adjacency, adjacency_t))
             x_hat = F.leaky_relu(linear(x)) + id_embedding
             x = F.leaky_relu(combine(h) + x_hat)
         return x
@@ -61,7 +61,10 @@ class MMGCN(GraphNodeRecommender):
         # define layers and loss
         users, items = user_item_edges(dataset)
         edges = torch.stack([users, items + self.n_users])
-        self.register_buffer("edge_index", torch.cat([edges, edges.flip(0)], dim=1), persistent=False)
+        edge_index = torch.cat([edges, edges.flip(0)], dim=1)
+        # the mean over each node's neighbours as one CSR matrix (graphs.mean_adjacency)
+        self.register_buffer("mean_adj", mean_adjacency(edge_index, self.n_users + self.n_items), persistent=False)
+        self.register_buffer("mean_adj_t", csr_transpose(self.mean_adj), persistent=False)
         self.gcns = nn.ModuleDict({
             m: ModalityGCN(self.n_users, dataset.item_features[m].shape[1], config["latent_size"],
                            self.embedding_size, config["n_layers"])
@@ -70,7 +73,7 @@ class MMGCN(GraphNodeRecommender):
 
     def forward(self):
         """Representations [n_users + n_items, d]: user u at row u, item i at row n_users + i."""
-        reps = [self.gcns[m](getattr(self, f"features_{m}"), self.id_embedding, self.edge_index)
+        reps = [self.gcns[m](getattr(self, f"features_{m}"), self.id_embedding, self.mean_adj, self.mean_adj_t)
                 for m in self.modalities]
         return torch.stack(reps).mean(0)
 

@@ -132,11 +132,14 @@ class VBPR(GeneralRecommender):
                 bias = bias - item_bias * ~warm
         return id_emb, self.content_projection(feats), bias
 
+    @staticmethod
+    def _score(user_vectors, item_vectors):
+        (gamma_u, theta_u), (gamma_i, content_i, bias_i) = user_vectors, item_vectors
+        return (gamma_u * gamma_i).sum(-1) + (theta_u * content_i).sum(-1) + bias_i
+
     def score(self, user, item):
         """x_ui for paired ``user`` [B] and ``item`` [B] -> [B]."""
-        gamma_u, theta_u = self.user_vectors(user)
-        gamma_i, content_i, bias_i = self.item_representation(item)
-        return (gamma_u * gamma_i).sum(-1) + (theta_u * content_i).sum(-1) + bias_i
+        return self._score(self.user_vectors(user), self.item_representation(item))
 
     def _negatives(self, interaction):
         """The batch's negatives; cold ones are replaced once, in the batch, by random warm items."""
@@ -150,19 +153,22 @@ class VBPR(GeneralRecommender):
                 interaction[self.NEG_ITEM_ID] = neg_item  # later passes on this batch see the same ones
         return neg_item
 
-    def rec_loss(self, interaction):
-        """BPR loss of the batch, without regularisers (the term an adversary perturbs)."""
+    def _batch_vectors(self, interaction):
+        """User vectors and positive / negative item representations of a batch, computed once."""
         user, pos_item = interaction[self.USER_ID], interaction[self.ITEM_ID]
         neg_item = self._negatives(interaction)
-        return self.bpr_loss_fct(self.score(user, pos_item), self.score(user, neg_item))
+        return user, pos_item, neg_item, self.user_vectors(user), self.item_representation(pos_item), \
+            self.item_representation(neg_item)
 
-    def reg_loss(self, interaction):
-        user, pos_item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        neg_item = self._negatives(interaction)
+    def _rec_loss(self, vectors):
+        _, _, _, users, pos, neg = vectors
+        return self.bpr_loss_fct(self._score(users, pos), self._score(users, neg))
+
+    def _reg_loss(self, vectors):
+        user, pos_item, neg_item, users, pos, neg = vectors
         if self.reg_form == "mmrec":
-            vectors = [torch.cat(self.user_vectors(user), -1)] + [
-                torch.cat(self.item_representation(items)[:2], -1) for items in (pos_item, neg_item)]
-            return self.reg_weight * self.reg_loss_fct(*vectors, require_pow=False).squeeze()
+            batch = [torch.cat(users, -1), torch.cat(pos[:2], -1), torch.cat(neg[:2], -1)]
+            return self.reg_weight * self.reg_loss_fct(*batch, require_pow=False).squeeze()
         batch = [self.user_embedding(user), self.item_embedding(pos_item), self.item_embedding(neg_item)]
         projection_terms = self.content_projection.weight.pow(2).sum()
         if not self.single_user_vector:
@@ -173,8 +179,16 @@ class VBPR(GeneralRecommender):
         batch_terms = self.reg_loss_fct(*batch, require_pow=True)
         return self.reg_weight * batch_terms.squeeze() + self.reg_weight_e * projection_terms / 2
 
+    def rec_loss(self, interaction):
+        """BPR loss of the batch, without regularisers (the term an adversary perturbs)."""
+        return self._rec_loss(self._batch_vectors(interaction))
+
+    def reg_loss(self, interaction):
+        return self._reg_loss(self._batch_vectors(interaction))
+
     def calculate_loss(self, interaction):
-        return self.rec_loss(interaction) + self.reg_loss(interaction)
+        vectors = self._batch_vectors(interaction)
+        return self._rec_loss(vectors) + self._reg_loss(vectors)
 
     def predict(self, interaction):
         return self.score(interaction[self.USER_ID], interaction[self.ITEM_ID])
