@@ -40,14 +40,12 @@ def parse_value(text):
 
 
 def parse_overrides(args):
-    """``['--key=value', ...]`` -> ``{key: value}``; anything else, or a key given twice, is an error."""
+    """``['--key=value', ...]`` -> ``{key: value}``; anything else is an error (the CLI refuses repeats)."""
     overrides = {}
     for arg in args:
         key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if not key or not sep:
             raise RecBoleRobustError(f"unrecognised argument {arg!r}: settings are given as --key=value")
-        if key in overrides:
-            raise RecBoleRobustError(f"option --{key} is given more than once")
         overrides[key] = parse_value(value)
     return overrides
 

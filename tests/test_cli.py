@@ -18,7 +18,7 @@ def test_help_documents_every_option(tmp_path):
         assert option in proc.stdout
 
 
-def test_run_with_config_file_and_overrides(tmp_path, shared, build_dir):
+def test_run_with_config_file_and_overrides(tmp_path, build_dir):
     (tmp_path / "vbpr.yaml").write_text("content_embedding_size: 4\nembedding_size: 16\n")
     proc = run_cli(
         ["--model=VBPR", "--dataset=ml-100k", "--config_files=vbpr.yaml", "--embedding_size=8",
