@@ -7,6 +7,7 @@ resume, pre-trained initialisation), and a logger that starts only once every in
 validated, so bad input leaves nothing on disk. Attacks and analyses are run by
 ``robustness.runs``; their settings are checked here, before training.
 """
+import glob
 import os
 import sys
 from logging import getLogger
@@ -101,10 +102,9 @@ def refuse_pickled_caches(config):
         if config[key]:
             raise RecBoleRobustError(f"{key} is not supported: RecBole stores and reloads it with pickle, "
                                      "which can run code; the plugin caches built datasets as atomic files")
-    classes = ("Dataset", "MultimodalDataset", "SequentialDataset", "KnowledgeBasedDataset", f"{config['model']}Dataset")
-    for file in [f"{config['dataset']}-{c}.pth" for c in classes] + [
-            f"{config['dataset']}-for-{config['model']}-dataloader.pth"]:
-        path = os.path.join(config["checkpoint_dir"], file)
+    cached = glob.glob(os.path.join(glob.escape(config["checkpoint_dir"]), f"{glob.escape(config['dataset'])}-*Dataset.pth"))
+    cached.append(os.path.join(config["checkpoint_dir"], f"{config['dataset']}-for-{config['model']}-dataloader.pth"))
+    for path in cached:  # the file names RecBole's create_dataset and data_preparation look for
         if os.path.exists(path):
             raise RecBoleRobustError(f"{path} would be unpickled by RecBole's create_dataset / data_preparation; "
                                      "remove it (the plugin never loads pickled datasets)")

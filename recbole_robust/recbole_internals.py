@@ -60,7 +60,6 @@ def check(version=None, names=PRIVATE_NAMES):
     for owner, name, params, _ in names:
         label = f"{getattr(owner, '__name__', owner)}.{name}"
         function = getattr(owner, name, None)
-        function = getattr(function, "__wrapped__", function)
         if not callable(function):
             raise RecBoleRobustError(f"RecBole {version} has no {label}, which recbole-robust needs")
         found = tuple(inspect.signature(function).parameters)
