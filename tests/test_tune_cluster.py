@@ -27,11 +27,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_interrupted_search_resumes(tmp_path, shared, build_dir):
+def test_interrupted_search_resumes(tmp_path, small_data, build_dir):
     """Kill the driver after the first trial finishes; --resume completes the search."""
     spec = space(tmp_path, "learning_rate: {grid: [0.001, 0.003, 0.01]}\n")
     args = ["--model=BPR", "--dataset=ml-100k", f"--tune={spec}", "--concurrent_trials=1", "--epochs=2",
-            f"--data_path={shared}", f"--build_dir={build_dir}", "--ray_dir=ray", "--show_progress=False"]
+            f"--data_path={small_data}", f"--build_dir={build_dir}", "--ray_dir=ray", "--show_progress=False"]
     driver = subprocess.Popen([sys.executable, str(REPO / "run_recbole_robust.py"), *args], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
