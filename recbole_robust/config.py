@@ -148,6 +148,7 @@ SETTINGS = {
     "eval_memory_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MB)"),
     "history_items": (lambda v: v in (None, "train"), "train or ~ (RecBole's: training and validation items)"),
     "drop_cold_users": (lambda v: isinstance(v, bool), "True or False"),
+    "negatives_from": (lambda v: v in ("all", "train"), "all or train"),
     "valid_ties_improve": (lambda v: isinstance(v, bool), "True or False"),
 }
 PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "analysis_dir")

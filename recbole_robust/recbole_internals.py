@@ -13,6 +13,7 @@ import recbole.data.utils
 import recbole.trainer.trainer
 from recbole.config import Config
 from recbole.data.dataset import Dataset
+from recbole.sampler import Sampler
 from recbole.trainer import Trainer
 
 from recbole_robust.errors import RecBoleRobustError
@@ -31,6 +32,8 @@ PRIVATE_NAMES = (
     (Config, "_load_cmd_line", ("self",), "overridden by PluginConfig: the CLI parses the command line"),
     (Config, "_merge_external_config_dict", ("self",), "extended by PluginConfig: validates user settings"),
     (Dataset, "_load_data", ("self", "token", "dataset_path"), "wrapped: builds a plugin dataset on first load"),
+    (Sampler, "_uni_sampling", ("self", "sample_num"),
+     "overridden by TrainingItemSampler: uniform negatives among the training items (negatives_from: train)"),
     (Trainer, "_save_checkpoint", ("self", "epoch", "verbose", "kwargs"),
      "replaced: tensors and plain data only, written atomically"),
     (Trainer, "_train_epoch", ("self", "train_data", "epoch_idx", "loss_func", "show_progress"),

@@ -13,7 +13,8 @@ it relies on (``recbole_internals.py``: version and signatures, one line if they
 * **dataloaders**: RecBole gives its auto-encoders (MultiVAE, CDAE ...) a ``UserDataLoader``
   (batches of user ids) by model name; ``recbole.data.utils.get_dataloader`` is wrapped to do the
   same for plugin models with ``user_dataloader = True`` (VAEGAN), and, in the plugin's pipeline, to
-  evaluate full ranking with ``BudgetFullSortEvalDataLoader`` (users per batch from a memory budget);
+  evaluate full ranking with ``BudgetFullSortEvalDataLoader`` (users per batch from a memory budget)
+  and, with ``negatives_from: train``, to train with ``TrainingItemsTrainDataLoader``;
 * **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
   defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
   and ``dataset_configs/<dataset>.yaml`` -- only where the plugin is involved (a plugin model, the
@@ -41,7 +42,7 @@ import recbole.data.utils
 import recbole.trainer
 import recbole.trainer.trainer
 from recbole.config import Config
-from recbole.data.dataloader import FullSortEvalDataLoader, UserDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader, UserDataLoader
 from recbole.data.dataset import Dataset
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.trainer import Trainer
@@ -51,7 +52,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_robust import recbole_internals, resources
 from recbole_robust.config import PluginConfig
-from recbole_robust.data.dataloader import BudgetFullSortEvalDataLoader
+from recbole_robust.data.dataloader import BudgetFullSortEvalDataLoader, TrainingItemsTrainDataLoader
 from recbole_robust.data.dataset import MultimodalDataset
 from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_target, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
@@ -136,6 +137,8 @@ def _hook_dataloader(user_loader_models):
         if phase == "train" and config["model"] in user_loader_models:
             return UserDataLoader
         loader = original(config, phase)
+        if loader is TrainDataLoader and isinstance(config, PluginConfig) and config["negatives_from"] == "train":
+            return TrainingItemsTrainDataLoader  # the MG preset: negatives among the training items
         if loader is FullSortEvalDataLoader and isinstance(config, PluginConfig) \
                 and config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             return BudgetFullSortEvalDataLoader  # the plugin's pipeline: batches by memory budget

@@ -69,3 +69,43 @@ def test_graph_model_propagates_once_per_evaluation(fast, mode):
     assert len(test_data) > 1
     trainer.evaluate(test_data, load_best_model=False)
     assert len(calls) == 1
+
+
+def test_mg_preset_draws_negatives_among_training_items(fast, tmp_path):
+    """The release samples training negatives among the items of the training split; RecBole among all
+    items (then items seen only in valid/test are negatives)."""
+    import shutil
+    from pathlib import Path
+
+    from recbole_robust.data.dataloader import TrainingItemsTrainDataLoader
+
+    shutil.copytree(Path(fast["data_path"]) / "tiktok", tmp_path / "tiktok")
+    inter = tmp_path / "tiktok" / "tiktok.inter"
+    header, *lines = inter.read_text().splitlines()
+    held_out = {"3", "4", "5"}  # items whose training interactions become validation interactions
+    lines = ["\t".join(f[:2] + ["1" if f[1] in held_out else f[2]]) for f in (l.split("\t") for l in lines)]
+    inter.write_text("\r\n".join([header] + lines) + "\r\n")
+    fast = {**fast, "data_path": str(tmp_path), "build_dir": str(tmp_path / "build")}
+    config = make_config("BPR", "tiktok", config_dict=fast, preset="mg")
+    assert config["negatives_from"] == "train"
+    _, train_data, valid_data, _ = load_data(config)
+    assert isinstance(train_data, TrainingItemsTrainDataLoader)
+    train = train_data.dataset.inter_feat
+    training_items = set(train["item_id"].tolist())
+    held_out_only = set(valid_data.dataset.inter_feat["item_id"].tolist()) - training_items
+    assert held_out_only  # the generated TikTok has items that occur in valid/test only
+    history = {}
+    for u, i in zip(train["user_id"].tolist(), train["item_id"].tolist()):
+        history.setdefault(u, set()).add(i)
+    negatives = []
+    for _ in range(3):
+        for batch in train_data:
+            pairs = zip(batch["user_id"].tolist(), batch["neg_item_id"].tolist())
+            assert all(i not in history[u] for u, i in pairs)  # never a positive of the user
+            negatives += batch["neg_item_id"].tolist()
+    assert set(negatives) <= training_items and len(set(negatives)) > 0.9 * len(training_items)
+
+    plain = make_config("BPR", "tiktok", config_dict=fast)
+    _, plain_train, _, _ = load_data(plain)
+    assert not isinstance(plain_train, TrainingItemsTrainDataLoader)
+    assert set().union(*(set(b["neg_item_id"].tolist()) for _ in range(3) for b in plain_train)) & held_out_only

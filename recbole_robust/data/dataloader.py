@@ -17,10 +17,16 @@ evaluation, see ``registry.py``) keeps RecBole's dataloader and evaluator and ch
 Two options of the MG preset (the MG release's protocol): ``history_items: train`` masks only the
 user's training items at test time (RecBole's default masks the training and validation items), and
 ``drop_cold_users: True`` leaves valid/test users without a training interaction out of evaluation.
+
+A third concerns training: ``negatives_from: train`` draws uniform negatives from the items of the
+training split only (``TrainingItemSampler``), as the release's training loader does; RecBole draws
+them from every item, so items that only occur in valid/test (7% of TikTok's) are pushed down as
+negatives although they are test positives.
 """
 import numpy as np
 import torch
-from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+from recbole.sampler import Sampler
 
 from recbole_robust.errors import RecBoleRobustError
 
@@ -88,3 +94,31 @@ class BudgetFullSortEvalDataLoader(FullSortEvalDataLoader):
         history_u, history_i = _gather(*self._history, users)
         positive_u, positive_i = _gather(*self._positive, users)
         return user_df, (history_u, history_i), positive_u, positive_i
+
+
+class TrainingItemSampler(Sampler):
+    """RecBole's ``Sampler`` whose uniform negatives are items of the training split only."""
+
+    def __init__(self, phases, datasets, distribution="uniform", alpha=1.0):
+        if distribution != "uniform":
+            raise RecBoleRobustError(f"negatives_from: train needs uniform negative sampling, got {distribution!r}")
+        train = datasets[phases.index("train")]
+        self.candidates = np.unique(train.inter_feat[train.iid_field].numpy())
+        super().__init__(phases, datasets, distribution=distribution, alpha=alpha)
+        counts = np.bincount(train.inter_feat[train.uid_field].numpy())
+        if counts.max(initial=0) >= len(self.candidates):
+            raise RecBoleRobustError("negatives_from: train: a user has interacted with every training item")
+
+    def _uni_sampling(self, sample_num):
+        return self.candidates[np.random.randint(0, len(self.candidates), sample_num)]
+
+
+class TrainingItemsTrainDataLoader(TrainDataLoader):
+    """RecBole's training loader with negatives from the training items (``negatives_from: train``)."""
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        if not isinstance(sampler, Sampler) or "train" not in sampler.phases:
+            raise RecBoleRobustError("negatives_from: train needs RecBole's train/valid/test sampler")
+        sampler = TrainingItemSampler(sampler.phases, sampler.datasets, sampler.distribution,
+                                      sampler.alpha).set_phase("train")
+        super().__init__(config, dataset, sampler, shuffle=shuffle)

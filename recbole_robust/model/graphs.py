@@ -71,11 +71,21 @@ class _FixedGraphProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adjacency, adjacency_t, x):
         ctx.adjacency_t = adjacency_t
-        return torch.sparse.mm(adjacency, x)
+        return _sparse_dense(adjacency, x)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, torch.sparse.mm(ctx.adjacency_t, grad)
+        return None, None, _sparse_dense(ctx.adjacency_t, grad)
+
+
+def _sparse_dense(adjacency, x):
+    """``adjacency @ x``. On the CPU, ``torch.sparse.mm`` of a CSR matrix fills a zero result, multiplies
+    into a temporary and copies it (three passes over the output); ``addmm`` with ``beta=0`` into an
+    empty output makes one (the input is then ignored, NaN included, as its documentation states)."""
+    if adjacency.device.type != "cpu" or adjacency.layout != torch.sparse_csr:
+        return torch.sparse.mm(adjacency, x)
+    out = x.new_empty(adjacency.shape[0], x.shape[1])
+    return torch.addmm(out, adjacency, x.contiguous(), beta=0, out=out)
 
 
 def graph_product(adjacency, x, adjacency_t=None):
@@ -108,7 +118,16 @@ class SparseMeanConv(nn.Module):
         nn.init.xavier_normal_(self.weight)
 
     def forward(self, x, adjacency, adjacency_t):
-        return graph_product(adjacency, x @ self.weight, adjacency_t)
+        """``x``: the node features, or a list of row blocks of them (``by_rows``)."""
+        return graph_product(adjacency, by_rows(lambda rows: rows @ self.weight, x), adjacency_t)
+
+
+def by_rows(function, x):
+    """``function(x)`` of a tensor, or of a list of row blocks, concatenated: a block that needs no gradient
+    then costs no gradient computation in the backward pass."""
+    if isinstance(x, torch.Tensor):
+        return function(x)
+    return torch.cat([function(rows) for rows in x])
 
 
 class WeightedSumConv(MessagePassing):

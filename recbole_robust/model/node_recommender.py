@@ -48,9 +48,9 @@ class GraphNodeRecommender(GeneralRecommender):
 
     def rec_loss(self, interaction):
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        x = self.forward()
-        u = x[user]
-        return self.bpr_loss_fct((u * x[pos + self.n_users]).sum(-1), (u * x[neg + self.n_users]).sum(-1))
+        # one gather for the batch's three row sets: one scatter into the node gradient in the backward pass
+        u, p, n = self.forward()[torch.cat([user, pos + self.n_users, neg + self.n_users])].split(len(user))
+        return self.bpr_loss_fct((u * p).sum(-1), (u * n).sum(-1))
 
     def predict(self, interaction):
         x = self._full_sort_cache.get(self, self.forward)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_robust.model.graphs import SparseMeanConv, csr_transpose, mean_adjacency, user_item_edges
+from recbole_robust.model.graphs import SparseMeanConv, by_rows, csr_transpose, mean_adjacency, user_item_edges
 from recbole_robust.model.node_recommender import GraphNodeRecommender
 
 
@@ -56,11 +56,18 @@ class ModalityGCN(nn.Module):
 
     def forward(self, features, id_embedding, adjacency, adjacency_t):
         items = self.projection(features) if self.projection is not None else features
-        x = F.normalize(torch.cat([self.preference, items]))
+        users = F.normalize(self.preference)
+        # row blocks of the first layer's input: users and items apart when the preference is fixed (the MG
+        # preset), so that the first layer's backward pass computes gradients for the item rows only
+        x = [users, F.normalize(items)] if not users.requires_grad else torch.cat([users, F.normalize(items)])
         for conv, linear, combine in zip(self.convs, self.linears, self.combines):
             h = F.leaky_relu(conv(x, adjacency, adjacency_t))
-            x_hat = F.leaky_relu(linear(x)) + id_embedding
-            x = F.leaky_relu(combine(torch.cat([h, x_hat], -1)) if self.concat else combine(h) + x_hat)
+            x_hat = F.leaky_relu(by_rows(linear, x)) + id_embedding
+            if self.concat:  # [h, x_hat] G as h G_h + x_hat G_x: no concatenated copy forward and backward
+                d = h.shape[1]
+                x = F.leaky_relu(torch.addmm(combine.bias, h, combine.weight[:, :d].T).addmm_(x_hat, combine.weight[:, d:].T))
+            else:
+                x = F.leaky_relu(combine(h) + x_hat)
         return x
 
 
