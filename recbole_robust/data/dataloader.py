@@ -57,11 +57,11 @@ def _gather(offsets, items, users):
     return rows, items[first + torch.arange(int(lengths.sum()))]
 
 
-def _training_dataset(sampler):
-    """The training split the evaluation sampler was built from (RecBole's ``Sampler`` keeps all phases)."""
+def _training_dataset(sampler, options="drop_cold_users and history_items: train"):
+    """The training split a sampler was built from (RecBole's ``Sampler`` keeps all phases)."""
     phases, datasets = getattr(sampler, "phases", None), getattr(sampler, "datasets", None)
     if not phases or "train" not in phases:
-        raise RecBoleRobustError("drop_cold_users and history_items: train need RecBole's train/valid/test sampler")
+        raise RecBoleRobustError(f"{options} need RecBole's train/valid/test sampler")
     return datasets[phases.index("train")]
 
 
@@ -117,8 +117,7 @@ class TrainingItemsTrainDataLoader(TrainDataLoader):
     """RecBole's training loader with negatives from the training items (``negatives_from: train``)."""
 
     def __init__(self, config, dataset, sampler, shuffle=False):
-        if not isinstance(sampler, Sampler) or "train" not in sampler.phases:
-            raise RecBoleRobustError("negatives_from: train needs RecBole's train/valid/test sampler")
+        _training_dataset(sampler, "negatives_from: train")  # one line if the sampler has no train phase
         sampler = TrainingItemSampler(sampler.phases, sampler.datasets, sampler.distribution,
                                       sampler.alpha).set_phase("train")
         super().__init__(config, dataset, sampler, shuffle=shuffle)
