@@ -16,6 +16,7 @@ install_requires = [
     "pyarrow>=12,<18",  # pyarrow >= 18 needs numpy 2; Ray 2.6.3 imports it
     "setuptools>=70,<81",  # Ray 2.6.3 imports pkg_resources, removed in setuptools 81
     "torch_geometric>=2.4,<3",
+    "pytorch-optimizer>=4.1,<5",  # SAM / ASAM perturbations (sharpness: sam | asam); 4.x keeps w in state 'old_p'
     "hyperopt>=0.2.7,<0.3",  # model-based search for Ray Tune (ray.tune.search.hyperopt)
     "filelock>=3.12",  # the build cache's lock
     "scikit-learn>=1.3",

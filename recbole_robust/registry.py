@@ -137,7 +137,8 @@ def _hook_dataloader(user_loader_models):
         if phase == "train" and config["model"] in user_loader_models:
             return UserDataLoader
         loader = original(config, phase)
-        if loader is TrainDataLoader and isinstance(config, PluginConfig) and config["negatives_from"] == "train":
+        if loader is TrainDataLoader and isinstance(config, PluginConfig) and config["negatives_from"] == "train" \
+                and config["train_neg_sample_args"]["distribution"] != "none":
             return TrainingItemsTrainDataLoader  # the MG preset: negatives among the training items
         if loader is FullSortEvalDataLoader and isinstance(config, PluginConfig) \
                 and config["MODEL_TYPE"] != ModelType.SEQUENTIAL:

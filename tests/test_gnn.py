@@ -76,7 +76,7 @@ def test_freedom_prunes_edges_each_epoch(fast):
     model.pre_epoch_processing()
     kept = model.masked_adj._nnz() // 2
     assert kept == int(len(model.edge_users) * 0.5)
-    assert model.norm_adj._nnz() // 2 == len(model.edge_users)
+    assert model.encoder.norm_adj._nnz() // 2 == len(model.edge_users)
 
 
 def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):

@@ -1,9 +1,11 @@
-"""Graphs and layers shared by the multimodal GNN recommenders (MMGCN, GRCN, FREEDOM).
+"""Graphs and layers shared by the graph recommenders (MMGCN, GRCN, FREEDOM, BM3, LayerGCN, SelfCF).
 
 * ``user_item_edges``: the training interactions as a bipartite edge list (items offset by n_users);
 * ``sym_norm_adjacency``: D^-1/2 A D^-1/2 of the user-item graph as a fixed ``torch.sparse`` matrix;
 * ``knn_graph``: the item-item kNN graph of a feature matrix by cosine similarity (``torch.topk`` on
   blocks of rows, no Python loop over items), symmetrically normalised;
+* ``LightGCNEncoder``: LightGCN's mean of propagated layers on that graph; ``pruned_adjacency`` and
+  ``dropped_edges``: its pruned (FREEDOM, LayerGCN) and edge-dropout (SelfCF) versions;
 * ``mean_adjacency``: the row-normalised adjacency of a fixed graph as a ``torch.sparse`` CSR matrix:
   mean aggregation over neighbours is then one sparse-dense product (``SparseMeanConv``, MMGCN);
 * PyTorch Geometric ``MessagePassing`` layers where a layer needs per-edge work (GRCN's routing,
@@ -159,3 +161,52 @@ class DotAttentionConv(MessagePassing):
     def message(self, x_i, x_j, index, size_i):
         self.alpha = softmax((x_i * x_j).sum(-1), index, num_nodes=size_i)
         return x_j * self.alpha.view(-1, 1)
+
+
+def pruned_adjacency(users, items, n_users, n_items, ratio, probability=None):
+    """The normalised user-item graph (CSR) keeping ``1 - ratio`` of the edges ``(users[k], items[k])``,
+    drawn without replacement with weights ``probability`` (``None``: uniformly). FREEDOM's and LayerGCN's
+    degree-sensitive pruning pass ``sym_norm_values`` of the full graph: edges of high-degree nodes go first."""
+    n_keep = int(len(users) * (1 - ratio))
+    if probability is None:
+        keep = torch.randperm(len(users), device=users.device)[:n_keep]
+    else:
+        keep = torch.multinomial(probability, n_keep)
+    return sym_norm_adjacency(users[keep], items[keep], n_users, n_items).to_sparse_csr()
+
+
+def dropped_edges(adjacency, rate):
+    """``adjacency`` (sparse COO) with each stored entry kept with probability ``1 - rate`` and scaled by
+    ``1 / (1 - rate)`` (the sparse dropout of BUIR's and SelfCF's LightGCN encoder)."""
+    keep = torch.rand(adjacency._nnz(), device=adjacency.device) >= rate
+    return torch.sparse_coo_tensor(adjacency.indices()[:, keep], adjacency.values()[keep] / (1 - rate),
+                                   adjacency.shape, check_invariants=False)
+
+
+class LightGCNEncoder(nn.Module):
+    """LightGCN propagation (He et al., SIGIR 2020) over the training split's user-item graph:
+    the mean of E, A E, ..., A^L E with A = D^-1/2 [[0, R], [R^T, 0]] D^-1/2, as one CSR matrix.
+
+    ``forward(users, items, adjacency=None)`` returns the propagated (users, items); ``adjacency``
+    replaces the full graph: a symmetric CSR graph (e.g. FREEDOM's pruned one) or a COO one that need
+    not be symmetric (SelfCF's edge dropout; then torch's own sparse product and backward). Used by
+    FREEDOM, BM3 and SelfCF.
+    """
+
+    def __init__(self, dataset, n_layers, device=None):
+        super().__init__()
+        self.n_layers = n_layers
+        self.n_users, self.n_items = dataset.user_num, dataset.item_num
+        users, items = user_item_edges(dataset)
+        adjacency = sym_norm_adjacency(users, items, self.n_users, self.n_items)
+        self.register_buffer("norm_adj", adjacency.to(device).to_sparse_csr(), persistent=False)
+
+    def forward(self, users, items, adjacency=None):
+        adjacency = self.norm_adj if adjacency is None else adjacency
+        ego = torch.cat([users, items])
+        layers = [ego]
+        for _ in range(self.n_layers):
+            ego = graph_product(adjacency, ego) if adjacency.layout == torch.sparse_csr else torch.sparse.mm(adjacency, ego)
+            layers.append(ego)
+        out = torch.stack(layers).mean(0)
+        return out[: self.n_users], out[self.n_users:]

@@ -6,7 +6,8 @@ adversarial stage may switch optimiser (``adv_learner``, e.g. ACAE's Adagrad). A
 from a compatible checkpoint (``init_from_checkpoint``: AMR from VBPR) starts the adversary at
 epoch 0. Mirror Gradient (``mirror.py``, ``mirror_gradient: True``) composes with both. It is
 RecBole's own training loop throughout, given the adversarial loss as its ``loss_func``; Mirror
-Gradient's second step is a step of this trainer on RecBole's own optimiser (``MirrorStep``).
+Gradient's second step is a step of this trainer on RecBole's own optimiser (``MirrorStep``), and so is
+sharpness-aware minimisation (``sharpness.py``: SAM, ASAM, SSAM-F; not combined with Mirror Gradient).
 
 RecBole 1.2.1 pickles its ``Config`` into every checkpoint, which torch >= 2.6 refuses to load by
 default. Checkpoints here hold tensors and plain data only (``save_plain_checkpoint`` replaces
@@ -42,6 +43,7 @@ from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
 from recbole_robust.model.contract import hook
 from recbole_robust.trainer.mirror import MirrorStep, check_mirror_config
 from recbole_robust.trainer.perturbation import AdversarialLoss, parse_terms
+from recbole_robust.trainer.sharpness import SharpnessStep, check_sharpness_config
 from recbole_robust.utils import atomic_write
 
 
@@ -213,11 +215,13 @@ def check_training_options(trainer_class, config, model):
         raise RecBoleRobustError(f"adv_start_epoch must be >= 0, got {config['adv_start_epoch']}")
     if config["mirror_gradient"]:
         check_mirror_config(config["mg_alpha1"], config["mg_alpha2"], config["mg_interval"])
+    check_sharpness_config(config)
     loop = next(cls for cls in trainer_class.__mro__ if "_train_epoch" in vars(cls) and cls is not RobustMixin)
-    if (terms or config["mirror_gradient"]) and loop is not Trainer:
+    if (terms or config["mirror_gradient"] or config["sharpness"]) and loop is not Trainer:
         # the plugin extends Trainer._train_epoch; a trainer with its own loop would ignore it
         raise RecBoleRobustError(
-            f"adversarial training and mirror_gradient need RecBole's training loop, which {loop.__name__} replaces"
+            f"adversarial training, mirror_gradient and sharpness need RecBole's training loop, "
+            f"which {loop.__name__} replaces"
         )
     return terms
 
@@ -274,6 +278,11 @@ class RobustMixin:
             self.model.pre_epoch_processing()
         if loss_func is None and self._enter_stage(epoch_idx):
             loss_func = self.adversarial_loss
+        if self.config["sharpness"]:
+            # sharpness-aware minimisation: perturbed by this trainer, stepped by RecBole's loop (sharpness.py)
+            sharpness = SharpnessStep(self, loss_func or self.model.calculate_loss, epoch_idx)
+            with sharpness.attached():
+                return super()._train_epoch(train_data, epoch_idx, loss_func=sharpness.loss, show_progress=show_progress)
         if not self.mirror_gradient:
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         # Mirror Gradient: RecBole's loop makes the first step of a mirror pair; the second is a step

@@ -2,11 +2,14 @@
 from recbole_robust.model.general_recommender.acae import ACAE
 from recbole_robust.model.general_recommender.amr import AMR
 from recbole_robust.model.general_recommender.apr import APR
+from recbole_robust.model.general_recommender.bm3 import BM3
 from recbole_robust.model.general_recommender.cae import CAE
 from recbole_robust.model.general_recommender.freedom import FREEDOM
 from recbole_robust.model.general_recommender.grcn import GRCN
+from recbole_robust.model.general_recommender.layergcn import LayerGCN
 from recbole_robust.model.general_recommender.mmgcn import MMGCN
+from recbole_robust.model.general_recommender.selfcf import SelfCF
 from recbole_robust.model.general_recommender.vaegan import VAEGAN
 from recbole_robust.model.general_recommender.vbpr import VBPR
 
-__all__ = ["ACAE", "AMR", "APR", "CAE", "FREEDOM", "GRCN", "MMGCN", "VAEGAN", "VBPR"]
+__all__ = ["ACAE", "AMR", "APR", "BM3", "CAE", "FREEDOM", "GRCN", "LayerGCN", "MMGCN", "SelfCF", "VAEGAN", "VBPR"]

@@ -31,7 +31,7 @@ from recbole.utils import InputType
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.cache import FullSortCache
 from recbole_robust.model.graphs import (
-    csr_transpose, graph_product, knn_graph, sym_norm_adjacency, sym_norm_values, user_item_edges,
+    LightGCNEncoder, csr_transpose, graph_product, knn_graph, pruned_adjacency, sym_norm_values, user_item_edges,
 )
 
 
@@ -70,8 +70,7 @@ class FREEDOM(GeneralRecommender):
         self.register_buffer("edge_probability", sym_norm_values(users, items, self.n_users, self.n_items),
                              persistent=False)
         # graphs are CSR: each batch propagates with sparse-dense products (graphs.py)
-        self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items).to_sparse_csr(),
-                             persistent=False)
+        self.encoder = LightGCNEncoder(dataset, self.n_ui_layers, device)
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
         self.knn_k = config["knn_k"]
         for m in self.modalities:  # the files' features: the kNN graph is built from them
@@ -120,24 +119,18 @@ class FREEDOM(GeneralRecommender):
         if self.dropout <= 0:
             self.masked_adj = None
             return
-        keep = torch.multinomial(self.edge_probability, int(len(self.edge_probability) * (1 - self.dropout)))
-        self.masked_adj = sym_norm_adjacency(self.edge_users[keep], self.edge_items[keep], self.n_users,
-                                             self.n_items).to_sparse_csr()
+        self.masked_adj = pruned_adjacency(self.edge_users, self.edge_items, self.n_users, self.n_items,
+                                           self.dropout, self.edge_probability)
 
     def _training_graph(self):
-        return self.norm_adj if self.masked_adj is None else self.masked_adj
+        return self.encoder.norm_adj if self.masked_adj is None else self.masked_adj
 
     def forward(self, adj):
         h = self.item_id_embedding.weight
         for _ in range(self.n_mm_layers):
             h = graph_product(self.mm_adj, h, self.mm_adj_t)
-        ego = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
-        layers = [ego]
-        for _ in range(self.n_ui_layers):
-            ego = graph_product(adj, ego)  # the user-item graphs are symmetric
-            layers.append(ego)
-        out = torch.stack(layers).mean(0)
-        return out[: self.n_users], out[self.n_users:] + h
+        users, items = self.encoder(self.user_embedding.weight, self.item_id_embedding.weight, adj)
+        return users, items + h
 
     def _bpr(self, u, pos, neg):
         return self.bpr_loss_fct((u * pos).sum(-1), (u * neg).sum(-1))
@@ -157,9 +150,9 @@ class FREEDOM(GeneralRecommender):
         return loss
 
     def predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.norm_adj))
+        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.encoder.norm_adj))
         return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
 
     def full_sort_predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.norm_adj))
+        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.encoder.norm_adj))
         return (users[interaction[self.USER_ID]] @ items.T).view(-1)

@@ -51,7 +51,9 @@ class ModalityGCN(nn.Module):
         self.convs = nn.ModuleList(SparseMeanConv(dims[l], dims[l]) for l in range(n_layers))
         self.linears = nn.ModuleList(nn.Linear(dims[l], id_dim) for l in range(n_layers))
         self.combines = nn.ModuleList(nn.Linear(dims[l] + (id_dim if concat else 0), id_dim) for l in range(n_layers))
-        for layer in list(self.linears) + list(self.combines):
+        # the authors' initialisation: Xavier normal for the linear layers and the first combination layer, PyTorch's
+        # default for the later combination layers (MMGCN's and MMRec's code never re-initialise g_layer2/3)
+        for layer in list(self.linears) + [self.combines[0]]:
             nn.init.xavier_normal_(layer.weight)
 
     def forward(self, features, id_embedding, adjacency, adjacency_t):
