@@ -15,6 +15,14 @@
         --set epochs=300 --set train_batch_size=256 \
         --set AVB.variant=AVB --set AVB+D.variant=AVB+D --set AVB+D+C.variant=AVB+D+C
 
+The MG paper's tables are presets of this script (``--table``; any option given as well overrides the
+table's): ``mg3`` (table 3: multimodal models with and without MG), ``mg4`` (table 4: embedding noise on
+BM3 and FREEDOM with and without MG), ``mg7`` (table 7: DRAGON plain, SAM, ASAM, SSAM-F and MG) and ``mg9``
+(table 9: LightGCN, LayerGCN and SelfCF with and without MG), each on tiktok under the MG preset with the
+paper's top-5 metrics:
+
+    python benchmarks/protocol_table.py --table mg7 --seeds 999 1 2
+
 Every run is the normal pipeline (``run_recbole_robust``). ``--set key=value`` adds a setting to every
 run, ``--set Model.key=value`` to one model's runs; ``--models Label=Model`` runs a model under a
 label of its own (settings ``--set Label.key=value``), e.g. one row per ablation of a model. Prints
@@ -32,6 +40,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 MG = {"mirror_gradient": True, "mg_alpha1": 1.0, "mg_alpha2": 0.1, "mg_interval": 3}
+TOP5 = ["recall@5", "ndcg@5", "precision@5", "map@5"]
+TABLES = {  # the MG paper's tables: {option: value} used where the command line leaves the option out
+    "mg3": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5,
+            "models": ["VBPR", "MMGCN", "GRCN", "BM3", "FREEDOM", "DRAGON"]},
+    "mg4": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5, "analysis": ["noise"],
+            "models": ["BM3", "FREEDOM"]},
+    "mg7": {"dataset": "tiktok", "preset": "mg", "metrics": TOP5,
+            "models": ["DRAGON", "SAM=DRAGON", "ASAM=DRAGON", "SSAM-F=DRAGON", "MG=DRAGON"],
+            "set": ["SAM.sharpness=sam", "ASAM.sharpness=asam", "SSAM-F.sharpness=ssam_f",
+                    "MG.mirror_gradient=True"]},
+    "mg9": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5,
+            "models": ["LightGCN", "LayerGCN", "SelfCF"]},
+}
 
 
 def parse_sets(items):
@@ -52,20 +73,27 @@ def parse_sets(items):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--table", choices=sorted(TABLES), help="one of the MG paper's tables (see above)")
+    parser.add_argument("--dataset")
     parser.add_argument("--preset")
-    parser.add_argument("--models", nargs="+", required=True, metavar="[Label=]Model")
+    parser.add_argument("--models", nargs="+", metavar="[Label=]Model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--mirror", action="store_true", help="run every model with and without Mirror Gradient")
     parser.add_argument("--attack_targets", nargs="+")
     parser.add_argument("--attack_eps", type=float, nargs="+", default=[])
     parser.add_argument("--attack_metric")
-    parser.add_argument("--analysis", nargs="+", choices=["noise", "adjust"], default=[])
+    parser.add_argument("--analysis", nargs="+", choices=["noise", "adjust"])
     parser.add_argument("--metrics", nargs="+", help="columns of the accuracy table (default: all)")
-    parser.add_argument("--set", action="append", default=[], metavar="[Model.]key=value")
+    parser.add_argument("--set", action="append", metavar="[Model.]key=value")
     parser.add_argument("--data_path", default=os.path.join(REPO, "..", "shared", "datasets"))
     parser.add_argument("--checkpoint_dir", default=os.path.join(REPO, "saved", "protocol_table"))
     args = parser.parse_args()
+    for key, value in TABLES.get(args.table, {}).items():
+        if getattr(args, key) in (None, False):
+            setattr(args, key, value)
+    args.set, args.analysis = args.set or [], args.analysis or []
+    if not args.dataset or not args.models:
+        parser.error("--dataset and --models are required (or --table)")
     sys.argv = sys.argv[:1]  # RecBole's Config would read our arguments as its settings
 
     from recbole_robust.quick_start import run_recbole_robust

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 EPOCH = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
 METRIC = re.compile(r"'?(recall@\d+|ndcg@\d+)'?(?::|,) ([0-9.]+)")
 METRICS = ("recall@5", "recall@20", "ndcg@5", "ndcg@20")
+RELEASE_NAMES = {"SelfCF": "SELFCFED_LGN"}  # the release's name of a model, where it differs from ours
 
 
 def run(command, cwd, threads, timeout):
@@ -87,7 +88,7 @@ class Release:
         settings = re.sub(r"(?m)^seed: .*$", f"seed: [{seed}]", settings)
         self.overall.write_text(settings)
         try:
-            command = [str(self.python), "main.py", "-m", model, "-d", "tiktok"] + ([] if mg else ["--not_mg"])
+            command = [str(self.python), "main.py", "-m", RELEASE_NAMES.get(model, model), "-d", "tiktok"] + ([] if mg else ["--not_mg"])
             text, seconds, rss = run(command, self.src, threads, timeout)
         finally:
             self.overall.write_text(original)

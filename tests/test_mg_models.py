@@ -1,4 +1,4 @@
-"""The MG paper's other models (BM3, LayerGCN, SelfCF): training, scoring, graphs."""
+"""The MG paper's other models (BM3, DRAGON, DualGNN, LATTICE, LayerGCN, SelfCF): training, scoring, graphs."""
 import numpy as np
 import pytest
 import torch
@@ -6,12 +6,17 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_robust import run_recbole_robust
-from recbole_robust.model.graphs import LightGCNEncoder, dropped_edges, pruned_adjacency, sym_norm_adjacency
+from recbole_robust.model.graphs import (
+    EdgeDropout, LightGCNEncoder, pruned_adjacency, sampled_user_graph, sym_norm_adjacency, user_cooccurrence_graph,
+)
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
 
 SMALL = {
     "BM3": {"embedding_size": 16},
+    "DRAGON": {"embedding_size": 16, "learning_rate": 0.01},
+    "DualGNN": {"embedding_size": 16, "learning_rate": 0.01},
+    "LATTICE": {"embedding_size": 16, "feat_embed_dim": 16},
     "LayerGCN": {"embedding_size": 16, "n_layers": 2},
     "SelfCF": {"embedding_size": 16},
 }
@@ -24,7 +29,7 @@ def trainer_of(fast, model, dataset="ml-100k", **config):
     return trainer, train_data, valid_data, test_data
 
 
-@pytest.mark.parametrize("model", ["BM3", "LayerGCN", "SelfCF"])
+@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF"])
 def test_model_loss_falls_and_full_sort_equals_predict(fast, model):
     trainer, train_data, valid_data, test_data = trainer_of(fast, model, "tiktok", epochs=4, learning_rate=0.01)
     trainer.fit(train_data, valid_data)
@@ -40,7 +45,7 @@ def test_model_loss_falls_and_full_sort_equals_predict(fast, model):
     assert torch.allclose(full[:, 1:], pointwise, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["BM3", "LayerGCN", "SelfCF"])
+@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF"])
 def test_model_beats_pop(fast, model):
     """On the small TikTok-like data, whose users follow item clusters (conftest.py)."""
     config = {**fast, **SMALL[model], "epochs": 10, "learning_rate": 0.01}
@@ -93,14 +98,14 @@ def test_edge_pruning_and_dropout_keep_the_requested_share():
     users, items = pairs // 30, pairs % 30
     graph = pruned_adjacency(users, items, 50, 30, 0.25)
     assert graph._nnz() == 2 * int(len(users) * 0.75)
-    full = sym_norm_adjacency(users, items, 50, 30)
-    dropped = dropped_edges(full, 0.5).coalesce()
-    kept = dropped._nnz() / full._nnz()
-    assert 0.4 < kept < 0.6
-    # kept entries are the graph's, scaled by 1 / (1 - rate)
+    full = sym_norm_adjacency(users, items, 50, 30).to_sparse_csr()
+    dropped, transpose = EdgeDropout(full)(0.5)
     dense_full, dense_dropped = full.to_dense(), dropped.to_dense()
     mask = dense_dropped != 0
+    assert 0.4 < mask.sum().item() / full._nnz() < 0.6
+    # kept entries are the graph's, scaled by 1 / (1 - rate); the transpose is the same draw
     assert torch.allclose(dense_dropped[mask], dense_full[mask] * 2)
+    assert torch.equal(transpose.to_dense(), dense_dropped.T)
 
 
 def test_layergcn_alternates_degree_sensitive_and_uniform_pruning(fast):
@@ -125,3 +130,104 @@ def test_layergcn_layers_are_refined_by_similarity_with_the_ego_embedding(fast):
         total = total + x
     users, items = model.forward()
     assert torch.allclose(torch.cat([users, items]), total, atol=1e-5)
+
+
+def brute_force_cooccurrence(users, items, n_users, top):
+    sets = [set(items[users == u].tolist()) for u in range(n_users)]
+    rows = []
+    for u in range(n_users):
+        counts = [(len(sets[u] & sets[v]), v) for v in range(n_users) if v != u and sets[u] & sets[v]]
+        counts.sort(key=lambda cv: (-cv[0], cv[1]))
+        rows.append(counts[:top])
+    return rows
+
+
+def test_user_cooccurrence_graph_equals_brute_force():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 30, 300), rng.integers(0, 40, 300)
+    for top in (3, 200):
+        indptr, neighbours, counts = user_cooccurrence_graph(users, items, 30, 40, top)
+        expected = brute_force_cooccurrence(users, items, 30, top)
+        for u in range(30):
+            found = list(zip(counts[indptr[u]:indptr[u + 1]].astype(int).tolist(), neighbours[indptr[u]:indptr[u + 1]].tolist()))
+            assert found == expected[u]
+
+
+def test_sampled_user_graph_takes_k_neighbours_with_softmax_weights():
+    indptr = np.array([0, 3, 4, 4])  # user 0: three neighbours, user 1: one, user 2: none
+    neighbours = np.array([1, 2, 0, 0])
+    counts = np.array([3.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    graph = sampled_user_graph(indptr, neighbours, counts, k=2).to_dense()
+    expected_0 = torch.softmax(torch.tensor([3.0, 1.0]), 0)
+    assert torch.allclose(graph[0], torch.tensor([0.0, expected_0[0], expected_0[1]]))
+    assert torch.allclose(graph[1], torch.tensor([1.0, 0.0, 0.0]))  # a repeat of its only neighbour
+    assert torch.equal(graph[2], torch.zeros(3))
+
+
+def test_dragon_builds_its_user_graph_once_per_split_and_caches_it(fast):
+    trainer, _, _, _ = trainer_of(fast, "DRAGON", "tiktok")
+    model = trainer.model
+    import glob
+    import os
+    files = glob.glob(os.path.join(trainer.config["data_path"], "graphs", "user_cooccurrence-*.npz"))
+    assert len(files) == 1
+    indptr, neighbours, counts = model.user_cooccurrence
+    with np.load(files[0], allow_pickle=False) as stored:
+        assert np.array_equal(stored["neighbours"], neighbours)
+    assert model.user_graph.shape == (model.n_users, model.n_users)
+    assert set(model.preferences) == {"image", "audio"}
+    # a damaged or foreign cache file is not trusted: recomputed and replaced
+    np.savez(files[0], indptr=np.array([0, 5]), neighbours=np.array([10 ** 9] * 5), counts=np.ones(5))
+    rebuilt = build_model(trainer.config, load_data(trainer.config)[1])
+    assert np.array_equal(rebuilt.user_cooccurrence[1], neighbours)
+    with np.load(files[0], allow_pickle=False) as stored:
+        assert np.array_equal(stored["neighbours"], neighbours)
+
+
+def test_lattice_learned_graph_has_gradient_on_the_first_batch_of_an_epoch_only(fast):
+    trainer, train_data, _, _ = trainer_of(fast, "LATTICE", "tiktok")
+    model = trainer.model
+    batches = iter(train_data)
+    model.pre_epoch_processing()
+    for first in (True, False):
+        model.zero_grad()
+        model.calculate_loss(next(batches)).backward()
+        grad = model.modality_projections["image"].weight.grad
+        assert (grad is not None and grad.abs().sum() > 0) == first
+    assert model.item_adj is not None and not model.item_adj.requires_grad
+
+
+def test_lattice_item_graph_mixes_learned_and_initial_graphs(fast):
+    from recbole_robust.model.graphs import normalized_sum, weighted_knn
+
+    trainer, _, _, _ = trainer_of(fast, "LATTICE", "tiktok", lambda_coeff=1.0)
+    model = trainer.model
+    with torch.no_grad():
+        graph = model._item_graph().to_dense()
+        expected = 0
+        for m in model.modalities:  # lambda 1: the initial graphs only, equal modality weights
+            raw = model.modality_embeddings[m].weight  # untrained: the files' features
+            indices, values = weighted_knn(raw, model.knn_k)
+            expected = expected + 0.5 * normalized_sum([(1.0, indices, values)], model.n_items).to_dense()
+    assert torch.allclose(graph, expected, atol=1e-6)
+    row_sums = graph.sum(1)
+    assert torch.all(row_sums[1:] > 0)  # row 0: the padding item, zero features
+
+
+def test_weighted_knn_graph_equals_brute_force():
+    from recbole_robust.model.graphs import normalized_sum, weighted_knn
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(25, 5)).astype(np.float32)
+    k = 4
+    normed = features / np.linalg.norm(features, axis=1, keepdims=True)
+    similarity = normed @ normed.T
+    dense = np.zeros((25, 25))
+    for i in range(25):
+        top = np.argsort(-similarity[i], kind="stable")[:k]
+        dense[i, top] = similarity[i, top]
+    d = dense.sum(1) ** -0.5
+    expected = dense * d[:, None] * d[None, :]
+    indices, values = weighted_knn(torch.from_numpy(features), k, block_size=6)
+    found = normalized_sum([(1.0, indices, values)], 25).to_dense().numpy()
+    assert np.allclose(found, expected, atol=1e-5)

@@ -31,7 +31,8 @@ from recbole.utils import InputType
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.cache import FullSortCache
 from recbole_robust.model.graphs import (
-    LightGCNEncoder, csr_transpose, graph_product, knn_graph, pruned_adjacency, sym_norm_values, user_item_edges,
+    LightGCNEncoder, csr_transpose, graph_product, mixed_knn_graph, modality_weights, pruned_adjacency, sym_norm_values,
+    user_item_edges,
 )
 
 
@@ -53,13 +54,7 @@ class FREEDOM(GeneralRecommender):
         if not 0 <= self.dropout < 1:
             raise RecBoleRobustError(f"dropout (edge pruning ratio) must be in [0, 1), got {self.dropout}")
         self.modalities = config["modalities"] or dataset.item_features.modalities
-        weights = config["modality_weights"] or {}
-        unknown = set(weights) - set(self.modalities)
-        if unknown:
-            raise RecBoleRobustError(f"modality_weights names unknown modalities: {sorted(unknown)}")
-        rest = [m for m in self.modalities if m not in weights]
-        left = 1.0 - sum(weights.values())
-        self.modality_weights = {**weights, **{m: left / len(rest) for m in rest}}
+        self.modality_weights = modality_weights(config["modality_weights"], self.modalities)
 
         # define layers and loss; the graphs are built on the run's device (a GPU builds the kNN graph
         # of thousands of items in milliseconds, the CPU in seconds)
@@ -97,8 +92,7 @@ class FREEDOM(GeneralRecommender):
 
     def _item_item_graph(self, features=None):
         features = {m: getattr(self, f"features_{m}") for m in self.modalities} | (features or {})
-        graphs = [w * knn_graph(features[m], self.knn_k) for m, w in self.modality_weights.items()]
-        return torch.stack(graphs).sum(0).coalesce().to_sparse_csr()
+        return mixed_knn_graph(features, self.modality_weights, self.knn_k)
 
     def modality_location(self, modality):
         return f"modality_embeddings.{modality}.weight", slice(None)

@@ -14,6 +14,10 @@ the authors' code intends):
     x_hat = LeakyReLU(x W'_l) + e_id                            (with the shared ID embedding)
     x = LeakyReLU(h G_l + x_hat)                                (combination; concat: LeakyReLU([h, x_hat] G_l))
 
+Initialisation as the authors' code: Xavier normal for the aggregation and linear layers and the first
+combination layer, PyTorch's default for the later combination layers (their code never re-initialises
+them; with the MG preset's lr 1e-4 this matters, see README).
+
 The representation is the mean over modalities; y_ui = x_u . x_i; BPR loss plus ``reg_weight`` times
 the mean squared ID embeddings of the batch and the users' preference vectors. Every modality of the
 dataset is used (``modalities`` selects). Unlike MMRec's port, the ID embeddings and the preference

@@ -31,7 +31,7 @@ from recbole.utils import InputType
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.cache import FullSortCache
-from recbole_robust.model.graphs import LightGCNEncoder, dropped_edges
+from recbole_robust.model.graphs import EdgeDropout, LightGCNEncoder
 
 
 class SelfCF(GeneralRecommender):
@@ -52,7 +52,7 @@ class SelfCF(GeneralRecommender):
 
         # define layers and loss
         self.encoder = LightGCNEncoder(dataset, config["n_layers"], torch.device(config["device"]))
-        self.register_buffer("norm_adj_coo", self.encoder.norm_adj.to_sparse_coo(), persistent=False)
+        self.edge_dropout_graph = EdgeDropout(self.encoder.norm_adj)
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         nn.init.xavier_uniform_(self.user_embedding.weight)
@@ -61,16 +61,16 @@ class SelfCF(GeneralRecommender):
         self._full_sort_cache = FullSortCache()
         self.perturbation_targets = {"user_embedding.weight": "row", "item_embedding.weight": "row"}
 
-    def forward(self, adjacency=None):
-        return self.encoder(self.user_embedding.weight, self.item_embedding.weight, adjacency)
+    def forward(self, adjacency=None, adjacency_t=None):
+        return self.encoder(self.user_embedding.weight, self.item_embedding.weight, adjacency, adjacency_t)
 
     def _training_graph(self):
         if not self.training or self.edge_dropout <= 0:
-            return None
-        return dropped_edges(self.norm_adj_coo, torch.rand(()).item() * self.edge_dropout)
+            return None, None
+        return self.edge_dropout_graph(torch.rand(()).item() * self.edge_dropout)
 
     def _online(self, interaction):
-        users, items = self.forward(self._training_graph())
+        users, items = self.forward(*self._training_graph())
         return users[interaction[self.USER_ID]], items[interaction[self.ITEM_ID]]
 
     def _loss(self, u, i):
