@@ -75,8 +75,8 @@ def test_freedom_prunes_edges_each_epoch(fast):
     model = build_model(config, train_data)
     model.pre_epoch_processing()
     kept = model.masked_adj._nnz() // 2
-    assert kept == int(len(model.edge_users) * 0.5)
-    assert model.encoder.norm_adj._nnz() // 2 == len(model.edge_users)
+    assert kept == int(len(model.pruning.edge_users) * 0.5)
+    assert model.encoder.norm_adj._nnz() // 2 == len(model.pruning.edge_users)
 
 
 def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):

@@ -7,7 +7,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_robust import run_recbole_robust
 from recbole_robust.model.graphs import (
-    EdgeDropout, LightGCNEncoder, pruned_adjacency, sampled_user_graph, sym_norm_adjacency, user_cooccurrence_graph,
+    EdgeDropout, EdgePruning, LightGCNEncoder, sampled_user_graph, sym_norm_adjacency, user_cooccurrence_graph,
 )
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
@@ -96,8 +96,10 @@ def test_edge_pruning_and_dropout_keep_the_requested_share():
     users, items = torch.randint(0, 50, (400,)), torch.randint(0, 30, (400,))
     pairs = torch.unique(users * 30 + items)
     users, items = pairs // 30, pairs % 30
-    graph = pruned_adjacency(users, items, 50, 30, 0.25)
-    assert graph._nnz() == 2 * int(len(users) * 0.75)
+    for degree_sensitive in (True, False):
+        graph = EdgePruning(users, items, 50, 30, 0.25)(degree_sensitive)
+        assert graph._nnz() == 2 * int(len(users) * 0.75)
+    assert EdgePruning(users, items, 50, 30, 0.0)() is None  # no pruning: the full graph
     full = sym_norm_adjacency(users, items, 50, 30).to_sparse_csr()
     dropped, transpose = EdgeDropout(full)(0.5)
     dense_full, dense_dropped = full.to_dense(), dropped.to_dense()
@@ -112,7 +114,7 @@ def test_layergcn_alternates_degree_sensitive_and_uniform_pruning(fast):
     trainer, _, _, _ = trainer_of(fast, "LayerGCN", dropout=0.2)
     model = trainer.model
     model.pre_epoch_processing()
-    assert model.masked_adj._nnz() == 2 * int(len(model.edge_users) * 0.8)
+    assert model.masked_adj._nnz() == 2 * int(len(model.pruning.edge_users) * 0.8)
     assert not model._degree_sensitive  # the next epoch prunes uniformly
     model.pre_epoch_processing()
     assert model._degree_sensitive

@@ -24,3 +24,20 @@ class FullSortCache:
                 or any(a is not b for a, b in zip(entry[0], sources))):
             entry = self._entry = (sources, versions, compute())
         return entry[2]
+
+
+class PropagatedScores:
+    """``predict`` and ``full_sort_predict`` of a model whose ``propagate()`` (default: ``forward()``) returns
+    (users [n_users, d], items [n_items, d]) and whose score is their dot product: propagated once per
+    evaluation (``FullSortCache``, the model's ``_full_sort_cache``). Put it before RecBole's base class."""
+
+    def propagate(self):
+        return self.forward()
+
+    def predict(self, interaction):
+        users, items = self._full_sort_cache.get(self, self.propagate)
+        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        users, items = self._full_sort_cache.get(self, self.propagate)
+        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

@@ -4,7 +4,7 @@
 * ``sym_norm_adjacency``: D^-1/2 A D^-1/2 of the user-item graph as a fixed ``torch.sparse`` matrix;
 * ``knn_graph``: the item-item kNN graph of a feature matrix by cosine similarity (``torch.topk`` on
   blocks of rows, no Python loop over items), symmetrically normalised;
-* ``LightGCNEncoder``: LightGCN's mean of propagated layers on that graph; ``pruned_adjacency`` and
+* ``LightGCNEncoder``: LightGCN's mean of propagated layers on that graph; ``EdgePruning`` and
   ``EdgeDropout``: its pruned (FREEDOM, LayerGCN) and edge-dropout (SelfCF) versions;
 * ``mean_adjacency``: the row-normalised adjacency of a fixed graph as a ``torch.sparse`` CSR matrix:
   mean aggregation over neighbours is then one sparse-dense product (``SparseMeanConv``, MMGCN);
@@ -25,6 +25,7 @@ from torch import nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
+from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.utils import atomic_write
 
 
@@ -170,16 +171,30 @@ class DotAttentionConv(MessagePassing):
         return x_j * self.alpha.view(-1, 1)
 
 
-def pruned_adjacency(users, items, n_users, n_items, ratio, probability=None):
-    """The normalised user-item graph (CSR) keeping ``1 - ratio`` of the edges ``(users[k], items[k])``,
-    drawn without replacement with weights ``probability`` (``None``: uniformly). FREEDOM's and LayerGCN's
-    degree-sensitive pruning pass ``sym_norm_values`` of the full graph: edges of high-degree nodes go first."""
-    n_keep = int(len(users) * (1 - ratio))
-    if probability is None:
-        keep = torch.randperm(len(users), device=users.device)[:n_keep]
-    else:
-        keep = torch.multinomial(probability, n_keep)
-    return sym_norm_adjacency(users[keep], items[keep], n_users, n_items).to_sparse_csr()
+class EdgePruning(nn.Module):
+    """Edge dropout of the training split's user-item graph before every epoch (FREEDOM, LayerGCN):
+    ``self(degree_sensitive=True)`` is the normalised graph (CSR) keeping ``1 - ratio`` of the edges
+    ``(users[k], items[k])``, drawn without replacement with probability proportional to d_u^-1/2 d_i^-1/2
+    (edges of high-degree nodes are dropped first), or uniformly; ``None`` (the full graph) when ``ratio`` is 0."""
+
+    def __init__(self, users, items, n_users, n_items, ratio):
+        super().__init__()
+        if not 0 <= ratio < 1:
+            raise RecBoleRobustError(f"dropout (edge pruning ratio) must be in [0, 1), got {ratio}")
+        self.ratio, self.n_users, self.n_items = ratio, n_users, n_items
+        self.register_buffer("edge_users", users, persistent=False)
+        self.register_buffer("edge_items", items, persistent=False)
+        self.register_buffer("edge_probability", sym_norm_values(users, items, n_users, n_items), persistent=False)
+
+    def forward(self, degree_sensitive=True):
+        if self.ratio <= 0:
+            return None
+        n_keep = int(len(self.edge_users) * (1 - self.ratio))
+        if degree_sensitive:
+            keep = torch.multinomial(self.edge_probability, n_keep)
+        else:
+            keep = torch.randperm(len(self.edge_users), device=self.edge_users.device)[:n_keep]
+        return sym_norm_adjacency(self.edge_users[keep], self.edge_items[keep], self.n_users, self.n_items).to_sparse_csr()
 
 
 class EdgeDropout(nn.Module):
@@ -331,8 +346,6 @@ def valid_user_graph(arrays, n_users):
 
 def modality_weights(weights, modalities):
     """``{modality: weight}`` for every modality: those ``weights`` names, the rest share what is left equally."""
-    from recbole_robust.errors import RecBoleRobustError
-
     weights = weights or {}
     unknown = set(weights) - set(modalities)
     if unknown:

@@ -32,11 +32,11 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.loss import EmbLoss
 from recbole.utils import InputType
 
-from recbole_robust.model.cache import FullSortCache
+from recbole_robust.model.cache import FullSortCache, PropagatedScores
 from recbole_robust.model.graphs import LightGCNEncoder
 
 
-class BM3(GeneralRecommender):
+class BM3(PropagatedScores, GeneralRecommender):
     r"""Bootstrapped multi-modal model: LightGCN encoder, shared predictor, cosine losses without negatives."""
 
     input_type = InputType.POINTWISE
@@ -113,14 +113,6 @@ class BM3(GeneralRecommender):
             loss = loss + self.reg_weight * self.reg_loss_fct(u_all, i_all, require_pow=False).squeeze()
         return loss
 
-    def _scores_inputs(self):
+    def propagate(self):
         users, items = self.forward()
         return self.predictor(users), self.predictor(items)
-
-    def predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self._scores_inputs)
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self._scores_inputs)
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

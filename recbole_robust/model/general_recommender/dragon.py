@@ -34,14 +34,14 @@ from torch import nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_robust.model.cache import FullSortCache
+from recbole_robust.model.cache import FullSortCache, PropagatedScores
 from recbole_robust.model.graphs import (
     cached_graph, csr_transpose, graph_product, mixed_knn_graph, modality_weights, sampled_user_graph,
     sym_norm_adjacency, user_cooccurrence_graph, user_item_edges, valid_user_graph,
 )
 
 
-class DRAGON(GeneralRecommender):
+class DRAGON(PropagatedScores, GeneralRecommender):
     r"""DRAGON: heterogeneous user-item graph per modality plus homogeneous user-user and item-item graphs."""
 
     input_type = InputType.PAIRWISE
@@ -139,11 +139,3 @@ class DRAGON(GeneralRecommender):
         reg = sum((self.preferences[m][user] ** 2).mean() for m in self.modalities) \
             + (self.user_modality_weight ** 2).mean()
         return self.rec_loss(interaction) + self.reg_weight * reg
-
-    def predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self.forward)
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self.forward)
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

@@ -28,15 +28,13 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 
-from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.model.cache import FullSortCache
+from recbole_robust.model.cache import FullSortCache, PropagatedScores
 from recbole_robust.model.graphs import (
-    LightGCNEncoder, csr_transpose, graph_product, mixed_knn_graph, modality_weights, pruned_adjacency, sym_norm_values,
-    user_item_edges,
+    EdgePruning, LightGCNEncoder, csr_transpose, graph_product, mixed_knn_graph, modality_weights, user_item_edges,
 )
 
 
-class FREEDOM(GeneralRecommender):
+class FREEDOM(PropagatedScores, GeneralRecommender):
     r"""FREEDOM: frozen item-item kNN graph + degree-sensitive pruning of the user-item graph."""
 
     input_type = InputType.PAIRWISE
@@ -50,9 +48,6 @@ class FREEDOM(GeneralRecommender):
         self.n_ui_layers = config["n_ui_layers"]
         self.n_mm_layers = config["n_mm_layers"]
         self.reg_weight = config["reg_weight"]
-        self.dropout = config["dropout"]
-        if not 0 <= self.dropout < 1:
-            raise RecBoleRobustError(f"dropout (edge pruning ratio) must be in [0, 1), got {self.dropout}")
         self.modalities = config["modalities"] or dataset.item_features.modalities
         self.modality_weights = modality_weights(config["modality_weights"], self.modalities)
 
@@ -60,10 +55,7 @@ class FREEDOM(GeneralRecommender):
         # of thousands of items in milliseconds, the CPU in seconds)
         device = torch.device(config["device"])
         users, items = (t.to(device) for t in user_item_edges(dataset))
-        self.register_buffer("edge_users", users, persistent=False)
-        self.register_buffer("edge_items", items, persistent=False)
-        self.register_buffer("edge_probability", sym_norm_values(users, items, self.n_users, self.n_items),
-                             persistent=False)
+        self.pruning = EdgePruning(users, items, self.n_users, self.n_items, config["dropout"])
         # graphs are CSR: each batch propagates with sparse-dense products (graphs.py)
         self.encoder = LightGCNEncoder(dataset, self.n_ui_layers, device)
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
@@ -110,11 +102,7 @@ class FREEDOM(GeneralRecommender):
 
     def pre_epoch_processing(self):
         """Degree-sensitive edge pruning: keep (1 - dropout) of the edges, sampled by d_u^-1/2 d_i^-1/2."""
-        if self.dropout <= 0:
-            self.masked_adj = None
-            return
-        self.masked_adj = pruned_adjacency(self.edge_users, self.edge_items, self.n_users, self.n_items,
-                                           self.dropout, self.edge_probability)
+        self.masked_adj = self.pruning()
 
     def _training_graph(self):
         return self.encoder.norm_adj if self.masked_adj is None else self.masked_adj
@@ -143,10 +131,5 @@ class FREEDOM(GeneralRecommender):
             loss = loss + self.reg_weight * self._bpr(users[user], projected[pos], projected[neg])
         return loss
 
-    def predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.encoder.norm_adj))
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, lambda: self.forward(self.encoder.norm_adj))
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)
+    def propagate(self):
+        return self.forward(self.encoder.norm_adj)

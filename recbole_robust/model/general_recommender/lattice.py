@@ -30,11 +30,11 @@ from torch import nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_robust.model.cache import FullSortCache
+from recbole_robust.model.cache import FullSortCache, PropagatedScores
 from recbole_robust.model.graphs import csr_transpose, graph_product, normalized_sum, user_item_edges, weighted_knn
 
 
-class LATTICE(GeneralRecommender):
+class LATTICE(PropagatedScores, GeneralRecommender):
     r"""LATTICE: learned item-item graphs from multimodal features on top of a LightGCN backbone."""
 
     input_type = InputType.PAIRWISE
@@ -139,11 +139,3 @@ class LATTICE(GeneralRecommender):
     def calculate_loss(self, interaction):
         bpr, reg = self._losses(interaction)
         return bpr + self.reg_weight * reg
-
-    def predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self.forward)
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self.forward)
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

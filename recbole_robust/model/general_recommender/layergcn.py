@@ -23,12 +23,11 @@ from torch import nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.model.cache import FullSortCache
-from recbole_robust.model.graphs import graph_product, pruned_adjacency, sym_norm_adjacency, sym_norm_values, user_item_edges
+from recbole_robust.model.cache import FullSortCache, PropagatedScores
+from recbole_robust.model.graphs import EdgePruning, graph_product, sym_norm_adjacency, user_item_edges
 
 
-class LayerGCN(GeneralRecommender):
+class LayerGCN(PropagatedScores, GeneralRecommender):
     r"""Layer-refined GCN: propagated layers re-weighted by their similarity with the ego embedding."""
 
     input_type = InputType.PAIRWISE
@@ -40,17 +39,11 @@ class LayerGCN(GeneralRecommender):
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
-        self.dropout = config["dropout"]
-        if not 0 <= self.dropout < 1:
-            raise RecBoleRobustError(f"dropout (edge pruning ratio) must be in [0, 1), got {self.dropout}")
 
         # define layers and loss
         device = torch.device(config["device"])
         users, items = (t.to(device) for t in user_item_edges(dataset))
-        self.register_buffer("edge_users", users, persistent=False)
-        self.register_buffer("edge_items", items, persistent=False)
-        self.register_buffer("edge_probability", sym_norm_values(users, items, self.n_users, self.n_items),
-                             persistent=False)
+        self.pruning = EdgePruning(users, items, self.n_users, self.n_items, config["dropout"])
         self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items).to_sparse_csr(),
                              persistent=False)
         self.masked_adj = None
@@ -63,12 +56,7 @@ class LayerGCN(GeneralRecommender):
         self.perturbation_targets = {"user_embedding.weight": "row", "item_embedding.weight": "row"}
 
     def pre_epoch_processing(self):
-        if self.dropout <= 0:
-            self.masked_adj = None
-            return
-        probability = self.edge_probability if self._degree_sensitive else None
-        self.masked_adj = pruned_adjacency(self.edge_users, self.edge_items, self.n_users, self.n_items,
-                                           self.dropout, probability)
+        self.masked_adj = self.pruning(self._degree_sensitive)
         self._degree_sensitive = not self._degree_sensitive
 
     def forward(self, adjacency=None):
@@ -90,11 +78,3 @@ class LayerGCN(GeneralRecommender):
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         reg = sum(e.pow(2).sum() for e in (self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg)))
         return self.rec_loss(interaction) + self.reg_weight * 0.5 * reg
-
-    def predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self.forward)
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        users, items = self._full_sort_cache.get(self, self.forward)
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)
