@@ -18,8 +18,9 @@
 The MG paper's tables are presets of this script (``--table``; any option given as well overrides the
 table's): ``mg3`` (table 3: multimodal models with and without MG), ``mg4`` (table 4: embedding noise on
 BM3 and FREEDOM with and without MG), ``mg7`` (table 7: DRAGON plain, SAM, ASAM, SSAM-F and MG) and ``mg9``
-(table 9: LightGCN, LayerGCN and SelfCF with and without MG), each on tiktok under the MG preset with the
-paper's top-5 metrics:
+(table 9: LightGCN, LayerGCN and SelfCF with and without MG) and ``mg-fig3`` (figure 3: the loss
+landscapes of BM3 and FREEDOM with and without MG in one PNG), each on tiktok under the MG preset with
+the paper's top-5 metrics:
 
     python benchmarks/protocol_table.py --table mg7 --seeds 999 1 2
 
@@ -52,6 +53,8 @@ TABLES = {  # the MG paper's tables: {option: value} used where the command line
                     "MG.mirror_gradient=True"]},
     "mg9": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5,
             "models": ["LightGCN", "LayerGCN", "SelfCF"]},
+    "mg-fig3": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5, "analysis": ["landscape"],
+                "models": ["BM3", "FREEDOM"]},
 }
 
 
@@ -71,6 +74,31 @@ def parse_sets(items):
     return common, per_model
 
 
+def plot_landscapes(results, path):
+    """One PNG with the training-loss landscape of each model's first seed, side by side on one colour scale
+    (the MG paper's figure 3)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(label, runs[0]["analysis"]["landscape"]) for label, runs in results.items()]
+    low = min(np.min(p["losses"]) for _, p in panels)
+    high = max(np.max(p["losses"]) for _, p in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, (label, p) in zip(axes[0], panels):
+        contour = ax.contourf(p["betas"], p["alphas"], p["losses"], levels=np.linspace(low, high, 21), cmap="viridis")
+        ax.plot(0, 0, marker="*", color="red", markersize=9)
+        ax.set_title(label)
+        ax.set_xlabel("direction 2")
+    axes[0][0].set_ylabel("direction 1")
+    fig.colorbar(contour, ax=axes[0].tolist(), label="training loss")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", choices=sorted(TABLES), help="one of the MG paper's tables (see above)")
@@ -82,7 +110,7 @@ def main():
     parser.add_argument("--attack_targets", nargs="+")
     parser.add_argument("--attack_eps", type=float, nargs="+", default=[])
     parser.add_argument("--attack_metric")
-    parser.add_argument("--analysis", nargs="+", choices=["noise", "adjust"])
+    parser.add_argument("--analysis", nargs="+", choices=["noise", "adjust", "landscape"])
     parser.add_argument("--metrics", nargs="+", help="columns of the accuracy table (default: all)")
     parser.add_argument("--set", action="append", metavar="[Model.]key=value")
     parser.add_argument("--data_path", default=os.path.join(REPO, "..", "shared", "datasets"))
@@ -147,7 +175,10 @@ def main():
         print(tabulate(rows, headers=["model", "attack", "eps", "clean", "attacked", "relative drop"],
                        tablefmt="github", floatfmt=".4f"))
 
-    for name in args.analysis:
+    if "landscape" in args.analysis:
+        path = plot_landscapes(results, os.path.join(args.checkpoint_dir, f"landscapes-{args.dataset}.png"))
+        print(f"\nloss landscapes (first seed of each model): {path}")
+    for name in (a for a in args.analysis if a != "landscape"):
         rows = []
         for label, runs in results.items():
             for m in metrics:

@@ -16,6 +16,7 @@ def test_noise_adjustment_and_landscape(fast):
     assert analysis["adjust"]["result"]["ndcg@10"] < clean  # swapping 30% of text features hurts
     losses = analysis["landscape"]["losses"]
     assert losses.shape == (4, 4) and losses.min() > 0
+    assert len(analysis["landscape"]["alphas"]) == len(analysis["landscape"]["betas"]) == 4  # the grid, for plots
     for name in ("noise", "adjust", "landscape"):
         report = analysis[name]
         assert all(os.path.getsize(path) > 0 for path in report["files"].values())

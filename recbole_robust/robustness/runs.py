@@ -87,7 +87,7 @@ def run_analyses(config, trainer, train_data, test_data):
             trainer.model, batches, config["landscape_span"], config["landscape_points"],
             config["landscape_normalize"], seed=config["seed"])
         paths = write_landscape_report(out_dir, alphas, betas, losses, f"{title}: training loss landscape")
-        out["landscape"] = {"losses": losses, "files": paths}
+        out["landscape"] = {"alphas": alphas, "betas": betas, "losses": losses, "files": paths}
         logger.info(f"loss landscape: {paths['png']}")
     return out
 
