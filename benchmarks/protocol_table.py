@@ -15,8 +15,8 @@
         --set epochs=300 --set train_batch_size=256 \
         --set AVB.variant=AVB --set AVB+D.variant=AVB+D --set AVB+D+C.variant=AVB+D+C
 
-The MG paper's tables are presets of this script (``--table``; any option given as well overrides the
-table's): ``mg3`` (table 3: multimodal models with and without MG), ``mg4`` (table 4: embedding noise on
+The MG paper's tables are presets of this script (``--table``; an option given as well replaces the
+table's, ``--set`` adds to its settings): ``mg3`` (table 3: multimodal models with and without MG), ``mg4`` (table 4: embedding noise on
 BM3 and FREEDOM with and without MG), ``mg7`` (table 7: DRAGON plain, SAM, ASAM, SSAM-F and MG) and ``mg9``
 (table 9: LightGCN, LayerGCN and SelfCF with and without MG) and ``mg-fig3`` (figure 3: the loss
 landscapes of BM3 and FREEDOM with and without MG in one PNG), each on tiktok under the MG preset with
@@ -117,7 +117,9 @@ def main():
     parser.add_argument("--checkpoint_dir", default=os.path.join(REPO, "saved", "protocol_table"))
     args = parser.parse_args()
     for key, value in TABLES.get(args.table, {}).items():
-        if getattr(args, key) in (None, False):
+        if key == "set":  # the table's own settings first, then the command line's
+            args.set = value + (args.set or [])
+        elif getattr(args, key) in (None, False):
             setattr(args, key, value)
     args.set, args.analysis = args.set or [], args.analysis or []
     if not args.dataset or not args.models:
