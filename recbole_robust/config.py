@@ -107,6 +107,12 @@ def _attack_methods():
     return ADV_TYPES
 
 
+def _sharpness_methods():
+    from recbole_robust.trainer.sharpness import SHARPNESS
+
+    return SHARPNESS
+
+
 def _analyses():
     from recbole_robust.robustness.runs import ANALYSES
 
@@ -134,7 +140,7 @@ SETTINGS = {
     "show_progress": (lambda v: isinstance(v, bool), "True or False"),
     "reproducibility": (lambda v: isinstance(v, bool), "True or False"),
     "mirror_gradient": (lambda v: isinstance(v, bool), "True or False"),
-    "sharpness": (lambda v: v is None or isinstance(v, str) and v.lower() in ("sam", "asam", "ssam_f"),
+    "sharpness": (lambda v: v is None or isinstance(v, str) and v.lower() in _sharpness_methods(),
                   "sam, asam or ssam_f (or ~ for none)"),
     "sam_rho": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "ssam_sparsity": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
