@@ -44,7 +44,7 @@ MG = {"mirror_gradient": True, "mg_alpha1": 1.0, "mg_alpha2": 0.1, "mg_interval"
 TOP5 = ["recall@5", "ndcg@5", "precision@5", "map@5"]
 TABLES = {  # the MG paper's tables: {option: value} used where the command line leaves the option out
     "mg3": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5,
-            "models": ["VBPR", "MMGCN", "GRCN", "BM3", "FREEDOM", "DRAGON"]},
+            "models": ["VBPR", "MMGCN", "GRCN", "DualGNN", "SLMRec", "BM3", "FREEDOM", "DRAGON"]},
     "mg4": {"dataset": "tiktok", "preset": "mg", "mirror": True, "metrics": TOP5, "analysis": ["noise"],
             "models": ["BM3", "FREEDOM"]},
     "mg7": {"dataset": "tiktok", "preset": "mg", "metrics": TOP5,
@@ -186,9 +186,9 @@ def main():
             for m in metrics:
                 clean = np.array([r["analysis"]["clean"][m] for r in runs])
                 if name == "noise":
-                    after = np.array([np.mean(r["analysis"]["noise"]["runs"][m]) for r in runs])
+                    after = np.array([np.mean(r["analysis"]["noise"]["runs"][0][m]) for r in runs])
                 else:
-                    after = np.array([r["analysis"]["adjust"]["result"][m] for r in runs])
+                    after = np.array([np.mean(r["analysis"]["adjust"]["results"][0][m]) for r in runs])
                 drop = (clean - after) / np.where(clean > 0, clean, 1)
                 rows.append([label, m, clean.mean(), after.mean(), f"{100 * drop.mean():.2f}% ± {100 * drop.std():.2f}"])
         print(f"\n{name}: clean vs perturbed, mean over seeds\n")

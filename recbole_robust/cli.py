@@ -19,6 +19,10 @@ Adversarial training: --adv_targets="[item_features]" --adv_eps=0.1 --adv_lambda
   --adv_start_epoch=20 --adv_learner=adagrad   (defaults per model in properties/model/)
 Attacks at test time (after training, or on --checkpoint): --attack=fgm --attack_eps="[0.05,0.1,0.2]"
   --attack_targets="[[user_embedding.weight,item_embedding.weight]]" --attack_metric=ndcg@10
+  --attack="['fgm','pgd']" --attack_steps=10   (PGD: projected multi-step attack)
+  --analysis="['promotion','rank_change','noise']" --noise_sigma="[0.01,0.1,1]" --noise_relative=True
+During training: --valid_attack=fgm --valid_attack_eps=0.5   (attacked validation metrics every epoch)
+One report over checkpoints: --dataset=tiktok --robustness_report VBPR=a.pth,b.pth AMR=c.pth,d.pth --attack=pgd
 Data: plugin datasets (ml-100k, tiktok, amazon, filmtrust, ciaodvd, ml-1m) are searched for in
 --data_path, then $RECBOLE_ROBUST_DATA, then ./dataset, and built once into --build_dir
 (default saved/datasets). Other names are read as RecBole atomic files from <data_path>/<dataset>/.
@@ -46,6 +50,10 @@ def build_parser():
                         help="evaluate (and attack) this trained checkpoint instead of training")
     parser.add_argument("--compare", metavar="MODEL_A,MODEL_B",
                         help="train two models on the same split; paired t-test of their per-user test metrics")
+    parser.add_argument("--robustness_report", nargs="+", metavar="[LABEL=]CKPT[,CKPT...]",
+                        help="evaluate these checkpoints (one label per model, one checkpoint per seed) under the "
+                             "attack / analysis settings and write one Markdown + HTML report")
+    parser.add_argument("--report_dir", help="folder of --robustness_report (default: saved/reports/<dataset>-<time>)")
     parser.add_argument("--pretrained", metavar="CHECKPOINT",
                         help="start from a compatible model's checkpoint (e.g. VBPR for AMR); the adversary starts at once")
     search = parser.add_argument_group("hyper-parameter search (Ray Tune)")
@@ -121,6 +129,13 @@ def main(argv=None):
             )
             print(open(os.path.join(path, "results.md"), encoding="utf-8").read())
             print(f"results: {path}/results.csv" + (f", best config: {path}/best_config.yaml" if best else ""))
+            return 0
+        if args.robustness_report:
+            from recbole_robust.robustness.summary import parse_groups, robustness_report
+
+            _, paths = robustness_report(parse_groups(args.robustness_report), args.dataset, config_files, config_dict,
+                                         args.preset, args.report_dir)
+            print(f"robustness report: {paths['md']}\n  self-contained HTML: {paths['html']}")
             return 0
         if args.compare:
             _, table = compare_models(args.compare.split(","), args.dataset, config_files, config_dict, args.preset)

@@ -102,9 +102,9 @@ def _metric_names():
 
 
 def _attack_methods():
-    from recbole_robust.trainer.perturbation import ADV_TYPES
+    from recbole_robust.robustness.attacks import ATTACKS
 
-    return ADV_TYPES
+    return ATTACKS
 
 
 def _sharpness_methods():
@@ -145,13 +145,25 @@ SETTINGS = {
     "sam_rho": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "ssam_sparsity": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "ssam_mask_interval": (_positive_int, "an integer >= 1"),
-    "attack": (lambda v: v is None or _str_list(v, _attack_methods()), "one of fgm, sign, random (or a list)"),
+    "attack": (lambda v: v is None or _str_list(v, _attack_methods()), "one of fgm, sign, random, pgd (or a list)"),
     "attack_eps": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
+    "attack_steps": (_positive_int, "an integer >= 1"),
+    "attack_step_size": (lambda v: v is None or _is_number(v) and v > 0, "a number > 0 (a fraction of eps) or ~"),
+    "attack_random_start": (lambda v: isinstance(v, bool), "True or False"),
+    "valid_attack": (lambda v: v is None or isinstance(v, str) and v in _attack_methods(), "one of fgm, sign, random, pgd or ~"),
+    "valid_attack_eps": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "attack_metric": (lambda v: v is None or isinstance(v, str) and "@" in v, "a metric name such as ndcg@10"),
-    "analysis": (lambda v: v is None or _str_list(v, _analyses()), "noise, adjust or landscape (or a list)"),
-    "noise_sigma": (lambda v: _numbers(v, 0), "a number >= 0"),
+    "analysis": (lambda v: v is None or _str_list(v, _analyses()),
+                 "noise, adjust, landscape, promotion or rank_change (or a list)"),
+    "promotion_items": (_positive_int, "an integer >= 1"),
+    "promotion_eps": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
+    "promotion_topk": (_positive_int, "an integer >= 1"),
+    "noise_sigma": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
+    "noise_relative": (lambda v: isinstance(v, bool), "True or False"),
+    "adjust_repeats": (_positive_int, "an integer >= 1"),
     "noise_repeats": (_positive_int, "an integer >= 1"),
-    "adjust_fraction": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "adjust_fraction": (lambda v: _numbers(v, 0, inclusive=False) and all(x <= 1 for x in (v if isinstance(v, list) else [v])),
+                        "a number in (0, 1] or a list of them"),
     "landscape_points": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "landscape_batches": (_positive_int, "an integer >= 1"),
     "landscape_span": (lambda v: _is_number(v) and v > 0, "a number > 0"),

@@ -41,3 +41,79 @@ def test_attack_a_saved_checkpoint_without_training(fast):
     assert attacked["best_valid_result"] is None
     rows = attacked["attack"]["rows"]
     assert {r["method"] for r in rows} == {"fgm", "random"}
+
+
+def test_pgd_lowers_the_metric_at_least_as_much_as_fgm_and_stays_in_the_ball(fast):
+    import torch
+
+    from recbole_robust.robustness.attacks import attack_perturbations, attack_sweep, training_gradients
+    from recbole_robust.trainer.perturbation import named_tensor, perturbation
+
+    from recbole_robust.quick_start import prepare_run
+
+    _, _, (train_data, valid_data, test_data), trainer = prepare_run("VBPR", "ml-100k", config_dict={**fast, "epochs": 3})
+    trainer.fit(train_data, valid_data)
+    model = trainer.model
+    terms = [(["item_features"], ["row"])]
+    clean, rows = attack_sweep(trainer, train_data, test_data, [0.5], ("fgm", "pgd"), terms=terms,
+                               pgd={"steps": 5, "step_size": 0.5, "random_start": False})
+    by = {r["method"]: r["ndcg@10"] for r in rows}
+    assert by["pgd"] <= by["fgm"] < clean["ndcg@10"]
+
+    base = named_tensor(model, "item_features").detach()
+    for random_start in (False, True):
+        pgd = {"steps": 3, "step_size": 0.6, "random_start": random_start}
+        delta = attack_perturbations(model, train_data, terms, 0.5, "pgd", pgd)["item_features"] - base
+        norms = delta.norm(dim=1)
+        assert norms.max() <= 0.5 + 1e-5 and norms.max() > 0.49
+    # one step of the full norm from 0 is FGM (on the same batches and seed: the same negatives; VBPR
+    # replaces cold negatives at random in every pass)
+    batches = list(train_data)
+    torch.manual_seed(0)
+    fgm = perturbation(training_gradients(model, batches, ["item_features"])["item_features"], 0.5, "row")
+    torch.manual_seed(0)
+    one_step = attack_perturbations(model, batches, terms, 0.5, "pgd", {"steps": 1, "step_size": 1.0})
+    assert torch.allclose(one_step["item_features"] - base, fgm, atol=1e-5)
+
+
+def test_robustness_during_training_is_logged_and_leaves_training_unchanged(fast):
+    from recbole_robust.quick_start import prepare_run
+
+    runs = {}
+    for name, extra in (("plain", {}), ("attacked", {"valid_attack": "fgm", "valid_attack_eps": 1.0})):
+        config, _, (train_data, valid_data, _), trainer = prepare_run(
+            "VBPR", "ml-100k", config_dict={**fast, "epochs": 3, **extra})
+        scores = {}
+        trainer.fit(train_data, valid_data, callback_fn=lambda epoch, score: scores.__setitem__(epoch, score))
+        runs[name] = (trainer, scores)
+    (plain, plain_scores), (attacked, attacked_scores) = runs["plain"], runs["attacked"]
+    # the attack's gradient pass restores the loader and random states: training is the same
+    assert attacked.train_loss_dict == plain.train_loss_dict
+    assert attacked_scores == plain_scores
+    assert plain.attacked_valid_results == {}
+    metric = config["valid_metric"].lower()
+    assert sorted(attacked.attacked_valid_results) == [0, 1, 2]
+    for epoch, result in attacked.attacked_valid_results.items():
+        assert result[metric] < attacked_scores[epoch]
+
+
+def test_promotion_raises_the_targets_and_rank_change_reports_the_fall(fast):
+    result = run_recbole_robust(model="VBPR", dataset="ml-100k", config_dict={
+        **fast, "epochs": 3, "analysis": ["promotion", "rank_change"], "promotion_items": 10,
+        "promotion_eps": [1.0, 4.0], "attack_steps": 5, "attack_eps": [1.0], "promotion_topk": 20,
+    })
+    rows = {(r["method"], r["eps"]): r for r in result["analysis"]["promotion"]["rows"]}
+    clean = rows[("clean", 0.0)]
+    for eps in (1.0, 4.0):
+        pgd, noise = rows[("pgd", eps)], rows[("random", eps)]
+        assert pgd["mean_rank"] < clean["mean_rank"] and pgd["mean_rank"] < noise["mean_rank"]
+        assert pgd["hit_ratio@20"] >= clean["hit_ratio@20"]
+    assert rows[("pgd", 4.0)]["hit_ratio@20"] > clean["hit_ratio@20"]
+    assert rows[("pgd", 4.0)]["mean_rank"] < rows[("pgd", 1.0)]["mean_rank"]
+
+    change = result["analysis"]["rank_change"]
+    before, after = change["before"], change["after"]
+    assert len(before) == len(after) > 0 and (before >= 1).all()
+    assert (after - before).mean() > 0  # FGM on the features pushes the clean test items down
+    assert all(os.path.getsize(p) > 0 for p in change["files"].values())
+    assert os.path.getsize(result["analysis"]["promotion"]["files"]["png"]) > 0

@@ -82,7 +82,13 @@ BAD_INPUTS = {
         lambda root: ["--model=BPR", "--dataset=ml-100k", "--resume=nope.pth"], "checkpoint nope.pth not found"),
     # settings are validated (and parsed as literals, never evaluated) before anything runs
     "attack method": (lambda root: [*BPR, "--attack=bogus"], "attack must be one of fgm, sign, random"),
-    "analysis name": (lambda root: [*BPR, "--analysis=bogus"], "analysis must be noise, adjust or landscape"),
+    "analysis name": (lambda root: [*BPR, "--analysis=bogus"],
+                      "analysis must be noise, adjust, landscape, promotion or rank_change"),
+    "pgd steps": (lambda root: [*BPR, "--attack=pgd", "--attack_steps=0"], "attack_steps must be an integer >= 1"),
+    "pgd step size": (lambda root: [*BPR, "--attack=pgd", "--attack_step_size=-1"], "attack_step_size must be a number > 0"),
+    "valid attack": (lambda root: [*BPR, "--valid_attack=bogus"], "valid_attack must be one of fgm, sign, random, pgd"),
+    "promotion without features": (lambda root: [*BPR, "--analysis=promotion"], "BPR has no item content features"),
+    "promotion items": (lambda root: [*BPR, "--promotion_items=0"], "promotion_items must be an integer >= 1"),
     "attack metric not evaluated": (
         lambda root: [*BPR, "--attack=fgm", "--attack_metric=hit@99"], "attack_metric hit@99 is not among"),
     "attack target": (
@@ -131,6 +137,11 @@ BAD_INPUTS = {
     "pickled dataset cache": (
         lambda root: [*BPR, f"--checkpoint_dir={pickled_cache(root)}"], "would be unpickled"),
     "RecBole's dataset pickling": (lambda root: [*BPR, "--save_dataset=True"], "save_dataset is not supported"),
+    "report of a missing checkpoint": (
+        lambda root: ["--dataset=ml-100k", "--robustness_report", "A=nope.pth"], "checkpoint nope.pth not found"),
+    "report of a foreign file": (
+        lambda root: ["--dataset=ml-100k", "--robustness_report", f"A={save(root, torch.zeros(3))}"],
+        "not a RecBole checkpoint"),
 }
 BPR = ["--model=BPR", "--dataset=ml-100k"]
 CODE_SPACE = "learning_rate: {grid: [\"__import__('os').system('touch pwned')\"]}\n"

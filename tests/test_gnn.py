@@ -85,8 +85,8 @@ def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):
     result = run_recbole_robust(model="FREEDOM", dataset="ml-100k", preset="mg", config_dict={
         **fast, **SMALL["FREEDOM"], "modality_weights": None, "train_batch_size": 8192, "analysis": ["adjust"],
         "adjust_fraction": 0.3, "adjust_modality": "text"})
-    clean, adjusted = result["analysis"]["clean"], result["analysis"]["adjust"]["result"]
-    assert adjusted != clean
+    clean, adjusted = result["analysis"]["clean"], result["analysis"]["adjust"]["results"][0]
+    assert {m: v[0] for m, v in adjusted.items()} != dict(clean)
 
     config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"], "modality_weights": None},
                          preset="mg")

@@ -1,4 +1,4 @@
-"""The MG paper's other models (BM3, DRAGON, DualGNN, LATTICE, LayerGCN, SelfCF): training, scoring, graphs."""
+"""The MG paper's other models (BM3, DRAGON, DualGNN, LATTICE, LayerGCN, SelfCF, SLMRec): training, scoring, graphs."""
 import numpy as np
 import pytest
 import torch
@@ -19,6 +19,7 @@ SMALL = {
     "LATTICE": {"embedding_size": 16, "feat_embed_dim": 16},
     "LayerGCN": {"embedding_size": 16, "n_layers": 2},
     "SelfCF": {"embedding_size": 16},
+    "SLMRec": {"embedding_size": 16},
 }
 
 
@@ -29,7 +30,7 @@ def trainer_of(fast, model, dataset="ml-100k", **config):
     return trainer, train_data, valid_data, test_data
 
 
-@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF"])
+@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF", "SLMRec"])
 def test_model_loss_falls_and_full_sort_equals_predict(fast, model):
     trainer, train_data, valid_data, test_data = trainer_of(fast, model, "tiktok", epochs=4, learning_rate=0.01)
     trainer.fit(train_data, valid_data)
@@ -45,7 +46,7 @@ def test_model_loss_falls_and_full_sort_equals_predict(fast, model):
     assert torch.allclose(full[:, 1:], pointwise, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF"])
+@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF", "SLMRec"])
 def test_model_beats_pop(fast, model):
     """On the small TikTok-like data, whose users follow item clusters (conftest.py)."""
     config = {**fast, **SMALL[model], "epochs": 10, "learning_rate": 0.01}
@@ -233,3 +234,18 @@ def test_weighted_knn_graph_equals_brute_force():
     indices, values = weighted_knn(torch.from_numpy(features), k, block_size=6)
     found = normalized_sum([(1.0, indices, values)], 25).to_dense().numpy()
     assert np.allclose(found, expected, atol=1e-5)
+
+
+def test_slmrec_propagates_its_views_together_as_each_alone(fast):
+    """SLMRec's ID and modality views share one graph: one product of their columns equals one per view."""
+    trainer, _, _, _ = trainer_of(fast, "SLMRec", "tiktok")
+    net = trainer.model
+    assert list(net.modality_projections) == ["image", "audio"]
+    with torch.no_grad():
+        users, items = net.views()
+        d = net.embedding_size
+        views = [net.item_embedding.weight] + [net.dense[m](getattr(net, f"features_{m}")) for m in net.modalities]
+        for k, view in enumerate(views):
+            u, i = net.encoder(net.user_embedding.weight, view)
+            assert torch.allclose(users[:, k * d:(k + 1) * d], u, atol=1e-6)
+            assert torch.allclose(items[:, k * d:(k + 1) * d], i, atol=1e-6)

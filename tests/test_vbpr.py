@@ -91,3 +91,19 @@ def test_full_sort_scores_follow_parameter_and_feature_changes(fast):
         model.item_features = model.item_features + 0.5  # a new feature tensor, as a perturbation is
         third = model.full_sort_predict(users)
         assert not torch.allclose(second, third) and torch.allclose(third, reference())
+
+
+def test_predict_equals_the_pairwise_score_and_follows_changes(fast):
+    """``predict`` (sampled-negative protocols) gathers from the items' representations computed once per
+    evaluation; it must equal the per-pair score, also for cold items and after an update."""
+    from recbole.data.interaction import Interaction
+
+    config = make_config("AMR", "ml-100k", config_dict={**fast, "item_bias": True})
+    _, train_data, _, _ = load_data(config)
+    model = build_model(config, train_data).eval()
+    users, items = torch.tensor([1, 1, 5, 7]), torch.tensor([3, 1600, 3, model.n_items - 1])
+    pairs = Interaction({"user_id": users, "item_id": items})
+    with torch.no_grad():
+        assert torch.allclose(model.predict(pairs), model.score(users, items), atol=1e-6)
+        model.content_projection.weight.mul_(2.0)
+        assert torch.allclose(model.predict(pairs), model.score(users, items), atol=1e-6)

@@ -3,6 +3,8 @@
 * ``gaussian_noise`` (MG table 4): Gaussian noise N(0, sigma^2) added to the embedding layers at
   inference (every tensor of the model's ``perturbation_targets`` of kind ``row`` that is a
   parameter, or ``noise_targets``), repeated; mean and std of each metric and the relative drop.
+  ``noise_relative`` makes sigma a multiple of each tensor's scale (the std of its entries), so one
+  sweep compares models whose embeddings have different scales.
 * ``information_adjustment`` (MG table 5): a fraction of the items get one modality's feature vector
   replaced by that of another random item. The paper inserted generated image captions into item
   text, which needs the raw text and a captioning model; swapping feature vectors between items is
@@ -39,8 +41,11 @@ def noise_targets(config, model):
     return list(names)
 
 
-def gaussian_noise(trainer, test_data, names, sigma, repeats, seed=0):
-    """Metrics with N(0, sigma^2) added to ``names``, ``repeats`` times: ``{metric: [values]}``."""
+def gaussian_noise(trainer, test_data, names, sigma, repeats, seed=0, relative=False):
+    """Metrics with N(0, sigma^2) added to ``names``, ``repeats`` times: ``{metric: [values]}``.
+
+    ``relative``: sigma is a multiple of each tensor's scale (the standard deviation of its entries).
+    """
     if sigma < 0 or repeats < 1:
         raise RecBoleRobustError(f"noise_sigma must be >= 0 and noise_repeats >= 1, got {sigma}, {repeats}")
     model = trainer.model
@@ -51,7 +56,7 @@ def gaussian_noise(trainer, test_data, names, sigma, repeats, seed=0):
         for n in names:
             base = named_tensor(model, n).detach()
             noise = torch.randn(base.shape, generator=generator).to(base.device, base.dtype)
-            tensors[n] = base + sigma * noise
+            tensors[n] = base + sigma * (base.std() if relative else 1.0) * noise
         with torch.no_grad():
             result = evaluate_with(trainer, test_data, tensors)
         for metric, value in result.items():

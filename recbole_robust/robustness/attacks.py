@@ -7,20 +7,30 @@ weight matrices: the model's ``perturbation_targets``) and evaluates it on the t
   ``rec_loss`` summed over one pass of the training data, with respect to an additive perturbation,
   scaled to L2 norm ``eps`` per row (features, embeddings) or per tensor (weights);
 * ``random``: Gaussian noise with exactly the norms ``fgm`` has (the control);
-* ``sign``: ``eps * sign(gradient)``.
+* ``sign``: ``eps * sign(gradient)``;
+* ``pgd``: projected gradient descent (Madry et al., ICLR 2018) on the same training loss, L2
+  geometry: ``steps`` steps of FGM of norm ``step_size * eps`` from the current perturbation, each
+  followed by the projection onto the eps-ball (per row or per tensor, as FGM's norm), optionally from
+  a random start inside the ball (on every row). ``step_size`` defaults to 2.5 / ``steps`` (Madry's
+  rule). With one step of size 1 and no random start it is FGM. Each step is one gradient pass over
+  the training data, for each eps of a sweep.
 
 Perturbations are injected with ``functional_call`` (``perturbation.call_with``): the model is not
 copied and is unchanged afterwards. One gradient pass serves every eps of a sweep. Every evaluation
 starts from the run's seed, so clean and attacked metrics use the same sampled negatives.
 """
+from logging import getLogger
+
 import torch
 from recbole.utils import init_seed
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
 from recbole_robust.trainer.perturbation import (
-    ADV_TYPES, call_with, gradients, named_tensor, perturbation, rec_loss_fn, target_groups,
+    ADV_TYPES, call_with, gradients, named_tensor, normalise, perturbation, project, rec_loss_fn, target_groups,
 )
+
+ATTACKS = ADV_TYPES + ("pgd",)
 
 
 def attack_terms(config, model):
@@ -38,16 +48,47 @@ def attack_terms(config, model):
     return [(g, [allowed[n] for n in g]) for g in groups]
 
 
-def training_gradients(model, train_data, names):
-    """Gradient of the training loss (one pass, summed over batches) w.r.t. perturbations of ``names``."""
+def training_gradients(model, train_data, names, offset=None):
+    """Gradient of the training loss (one pass, summed over batches) w.r.t. perturbations of ``names``
+    (at the perturbations ``offset``, a dict of name -> tensor, if given)."""
     loss_fn = rec_loss_fn(model)
     total = {n: torch.zeros_like(named_tensor(model, n)) for n in names}
     model.eval()  # no dropout; the loss is still differentiable
     for interaction in train_data:
         interaction = interaction.to(named_tensor(model, names[0]).device)
-        for n, g in gradients(model, names, loss_fn, interaction).items():
+        for n, g in gradients(model, names, loss_fn, interaction, offset=offset).items():
             total[n] += g
     return total
+
+
+def pgd_perturbation(model, train_data, names, kinds, eps, steps=10, step_size=None, random_start=False,
+                     generator=None, first_gradient=None):
+    """PGD's perturbations ``{name: delta}`` of L2 norm at most ``eps`` (per row or per tensor).
+
+    ``step_size`` is a fraction of ``eps`` (default 2.5 / steps); ``first_gradient`` (the gradient at
+    zero, e.g. FGM's) saves the first pass when there is no random start.
+    """
+    if steps < 1:
+        raise RecBoleRobustError(f"attack_steps must be >= 1, got {steps}")
+    step = (2.5 / steps if step_size is None else step_size) * eps
+    delta = {}
+    for n, kind in zip(names, kinds):
+        base = named_tensor(model, n)
+        if random_start:  # a uniform direction and a radius uniform in [0, eps]
+            noise = torch.randn(base.shape, generator=generator, device=base.device, dtype=base.dtype)
+            shape = (base.shape[0], 1) if kind == "row" and base.dim() > 1 else ()
+            radius = eps * torch.rand(shape, generator=generator, device=base.device, dtype=base.dtype)
+            delta[n] = normalise(noise, 1.0, kind) * radius
+        else:
+            delta[n] = torch.zeros_like(base)
+    for i in range(steps):
+        if i == 0 and not random_start and first_gradient is not None:
+            grads = first_gradient
+        else:
+            grads = training_gradients(model, train_data, names, offset=delta)
+        delta = {n: project(delta[n] + normalise(grads[n], step, kind), eps, kind).detach()
+                 for n, kind in zip(names, kinds)}
+    return delta
 
 
 def evaluate_with(trainer, test_data, tensors=None):
@@ -60,30 +101,76 @@ def evaluate_with(trainer, test_data, tensors=None):
     return call_with(trainer.model, tensors or {}, lambda: trainer.evaluate(test_data, load_best_model=False))
 
 
-def attack_sweep(trainer, train_data, test_data, eps_list, methods=("fgm", "random"), terms=None, seed=0):
-    """Evaluate the trained model under each attack method, target group and eps.
+def pgd_settings(config):
+    """``attack_steps``, ``attack_step_size`` and ``attack_random_start`` of ``config`` as PGD's keywords."""
+    return {"steps": config["attack_steps"], "step_size": config["attack_step_size"],
+            "random_start": bool(config["attack_random_start"])}
 
-    Returns ``(clean_result, rows)``; each row is a dict with ``target``, ``method``, ``eps`` and the
-    attacked metrics.
-    """
-    model = trainer.model
+
+def attack_perturbations(model, train_data, terms, eps, method="fgm", pgd=None, seed=0, gradients_at_zero=None):
+    """The attack's perturbed tensors ``{name: tensor}`` of every target group at norm ``eps``."""
+    tensors = {}
+    for names, kinds in terms:
+        grads = (gradients_at_zero or {}).get(tuple(names))
+        if grads is None and not (method == "pgd" and (pgd or {}).get("random_start")):
+            grads = training_gradients(model, train_data, names)
+        generator = torch.Generator(device=named_tensor(model, names[0]).device).manual_seed(seed)
+        if method == "pgd":
+            delta = pgd_perturbation(model, train_data, names, kinds, eps, generator=generator, first_gradient=grads,
+                                     **(pgd or {}))
+        else:
+            delta = {n: perturbation(grads[n], eps, k, method, generator) for n, k in zip(names, kinds)}
+        tensors.update({n: named_tensor(model, n).detach() + delta[n] for n in names})
+    return tensors
+
+
+def check_attack(methods, eps_list, pgd=None):
     if any(e < 0 for e in eps_list):
         raise RecBoleRobustError(f"attack_eps must be >= 0, got {min(eps_list)}")
     for method in methods:
-        if method not in ADV_TYPES:
-            raise RecBoleRobustError(f"attack must be one of {', '.join(ADV_TYPES)}, not '{method}'")
+        if method not in ATTACKS:
+            raise RecBoleRobustError(f"attack must be one of {', '.join(ATTACKS)}, not '{method}'")
+    pgd = pgd or {}
+    if "pgd" in methods and pgd.get("steps", 10) < 1:
+        raise RecBoleRobustError(f"attack_steps must be >= 1, got {pgd['steps']}")
+    if "pgd" in methods and pgd.get("step_size") is not None and not pgd["step_size"] > 0:
+        raise RecBoleRobustError(f"attack_step_size must be > 0 (a fraction of eps), got {pgd['step_size']}")
+
+
+def attack_sweep(trainer, train_data, test_data, eps_list, methods=("fgm", "random"), terms=None, seed=0, pgd=None,
+                 evaluate=None):
+    """Evaluate the trained model under each attack method, target group and eps.
+
+    ``pgd`` holds PGD's ``steps``, ``step_size`` and ``random_start`` (``pgd_settings``); ``evaluate``
+    replaces ``evaluate_with`` (same arguments), e.g. to keep per-user metrics. Returns
+    ``(clean_result, rows)``; each row is a dict with ``target``, ``method``, ``eps`` and the attacked
+    metrics.
+    """
+    evaluate = evaluate or evaluate_with
+    model = trainer.model
+    check_attack(methods, eps_list, pgd)
     terms = terms or attack_terms(trainer.config, model)
-    clean = evaluate_with(trainer, test_data)
+    clean = evaluate(trainer, test_data)
     rows = []
+    log = getLogger()
     for names, kinds in terms:
         grads = training_gradients(model, train_data, names)
         for method in methods:
+            if method == "pgd":
+                for eps in eps_list:
+                    tensors = attack_perturbations(model, train_data, [(names, kinds)], eps, "pgd", pgd, seed,
+                                                   {tuple(names): grads})
+                    with torch.no_grad():
+                        result = evaluate(trainer, test_data, tensors)
+                    rows.append({"target": "+".join(names), "method": method, "eps": float(eps), **result})
+                    log.info(f"pgd on {'+'.join(names)}, eps {eps:g}: done")
+                continue
             generator = torch.Generator(device=grads[names[0]].device).manual_seed(seed)
             unit = {n: perturbation(grads[n], 1.0, k, method, generator) for n, k in zip(names, kinds)}
             for eps in eps_list:
                 # fgm and random scale linearly with eps; sign noise is eps * sign(g)
                 tensors = {n: named_tensor(model, n).detach() + eps * unit[n] for n in names}
                 with torch.no_grad():
-                    result = evaluate_with(trainer, test_data, tensors)
+                    result = evaluate(trainer, test_data, tensors)
                 rows.append({"target": "+".join(names), "method": method, "eps": float(eps), **result})
     return clean, rows

@@ -29,8 +29,9 @@ def per_user_metrics(config, struct):
     return values
 
 
-def evaluate_per_user(trainer, test_data):
-    """Evaluate and return ``(result, per-user metrics)``."""
+def evaluate_per_user(trainer, test_data, tensors=None):
+    """Evaluate (with ``tensors`` replacing the model's, as ``evaluate_with``) and return
+    ``(result, per-user metrics)``."""
     captured = {}
     evaluate_struct = trainer.evaluator.evaluate
 
@@ -40,7 +41,7 @@ def evaluate_per_user(trainer, test_data):
 
     trainer.evaluator.evaluate = capture
     try:
-        result = evaluate_with(trainer, test_data)  # seeded: both models see the same sampled negatives
+        result = evaluate_with(trainer, test_data, tensors)  # seeded: both models see the same sampled negatives
     finally:
         trainer.evaluator.evaluate = evaluate_struct
     return result, per_user_metrics(trainer.config, captured["struct"])

@@ -121,3 +121,56 @@ def write_landscape_report(out_dir, alphas, betas, losses, title):
     atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return paths
+
+
+def write_rank_change_report(out_dir, before, after, title):
+    """``rank_change.csv`` (rank before and after per test pair), ``.md`` (summary) and ``.png`` (histogram)."""
+    import numpy as np
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"rank_change.{ext}") for ext in ("csv", "md", "png")}
+    keep = ~(np.isnan(before) | np.isnan(after))
+    before, after = before[keep], after[keep]
+    change = after - before  # > 0: the test item fell
+    _write_csv(paths["csv"], [{"rank_before": int(b), "rank_after": int(a)} for b, a in zip(before, after)])
+    summary = [["test items", len(change)], ["mean change", float(change.mean())],
+               ["median change", float(np.median(change))], ["share that fell", float((change > 0).mean())],
+               ["share that fell > 10 places", float((change > 10).mean())],
+               ["share that rose", float((change < 0).mean())]]
+    text = f"### {title}\n\n" + tabulate(summary, headers=["", "value"], tablefmt="github", floatfmt=".4f") + "\n"
+    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    limit = max(1.0, float(np.percentile(np.abs(change), 99)))
+    ax.hist(np.clip(change, -limit, limit), bins=60, color="tab:red", alpha=0.8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("rank after - rank before (positive: the test item fell)")
+    ax.set_ylabel("test items")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return paths, text
+
+
+def write_sweep_plot(out_dir, name, curves, xlabel, metric, title, log_x=False):
+    """``<name>.png``: one line per label of ``curves`` ({label: [(x, mean, std)]}) with std error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        points = sorted(p for p in points if not log_x or p[0] > 0)
+        xs, ys, errs = zip(*points)
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path

@@ -11,11 +11,14 @@ from logging import getLogger
 import numpy as np
 
 from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.robustness import analyses
-from recbole_robust.robustness.attacks import attack_sweep, attack_terms, evaluate_with
-from recbole_robust.robustness.report import write_attack_report, write_landscape_report, write_table_report
+from recbole_robust.robustness import analyses, promotion
+from recbole_robust.robustness.attacks import attack_sweep, attack_terms, check_attack, evaluate_with, pgd_settings
+from recbole_robust.robustness.report import (
+    write_attack_report, write_landscape_report, write_rank_change_report, write_sweep_plot,
+    write_table_report,
+)
 
-ANALYSES = ("noise", "adjust", "landscape")
+ANALYSES = ("noise", "adjust", "landscape", "promotion", "rank_change")
 
 
 def attack_methods(attack):
@@ -24,6 +27,16 @@ def attack_methods(attack):
     if any(m != "random" for m in methods) and "random" not in methods:
         methods.append("random")
     return methods
+
+
+def _eps_list(eps):
+    return eps if isinstance(eps, list) else [eps]
+
+
+def _sweep(xs, runs, metric, clean):
+    """One curve: (x, mean, std) of ``metric`` per point, starting at (0, clean)."""
+    return [(0.0, float(clean[metric]), 0.0)] + [(float(x), float(np.mean(r[metric])), float(np.std(r[metric])))
+                                                 for x, r in zip(xs, runs)]
 
 
 def analysis_names(config):
@@ -37,11 +50,26 @@ def check_robustness_options(config, model):
     check_metrics(config)
     if config["attack"]:
         attack_terms(config, model)
+        check_attack(attack_methods(config["attack"]), _eps_list(config["attack_eps"]), pgd_settings(config))
+    if config["valid_attack"]:
+        attack_terms(config, model)
+        check_attack([config["valid_attack"]], [config["valid_attack_eps"]], pgd_settings(config))
     names = analysis_names(config)
     if "noise" in names:
         analyses.noise_targets(config, model)
     if "adjust" in names:
         analyses.adjust_modality(config, model)
+    if "promotion" in names:
+        promotion.content_tensors(model)
+        check_attack(["pgd"], _eps_list(config["promotion_eps"]), pgd_settings(config))
+    if "rank_change" in names:
+        attack_terms(config, model)
+        check_attack([rank_change_method(config)], _eps_list(config["attack_eps"]), pgd_settings(config))
+
+
+def rank_change_method(config):
+    """The untargeted attack of ``rank_change``: the first adversarial method of ``attack``, else FGM."""
+    return next((m for m in attack_methods(config["attack"] or []) if m != "random"), "fgm")
 
 
 def _report_dir(config, key, kind):
@@ -57,6 +85,7 @@ def run_analyses(config, trainer, train_data, test_data):
     title = f"{config['model']} on {config['dataset']}"
     logger, out = getLogger(), {"clean": evaluate_with(trainer, test_data)}
     clean = out["clean"]
+    metric = (config["attack_metric"] or config["valid_metric"]).lower()
 
     def drop_records(results, label):
         return [{"analysis": label, "metric": m, "clean": float(clean[m]), "mean": float(np.mean(v)),
@@ -65,21 +94,56 @@ def run_analyses(config, trainer, train_data, test_data):
 
     if "noise" in names:
         targets = analyses.noise_targets(config, trainer.model)
-        runs = analyses.gaussian_noise(trainer, test_data, targets, config["noise_sigma"], config["noise_repeats"],
-                                       seed=config["seed"])
-        label = f"N(0, {config['noise_sigma']}^2) on {'+'.join(targets)}, {config['noise_repeats']} runs"
-        paths, text = write_table_report(out_dir, "noise", drop_records(runs, label),
-                                         ["metric", "clean", "mean", "std", "relative_drop"], f"{title}: {label}")
-        out["noise"] = {"runs": runs, "files": paths}
+        sigmas, unit = _eps_list(config["noise_sigma"]), " x scale" if config["noise_relative"] else ""
+        runs = [analyses.gaussian_noise(trainer, test_data, targets, sigma, config["noise_repeats"],
+                                        seed=config["seed"], relative=config["noise_relative"]) for sigma in sigmas]
+        label = f"N(0, sigma^2) on {'+'.join(targets)}, {config['noise_repeats']} draws"
+        records = [{"sigma": f"{sigma:g}{unit}", **record} for sigma, r in zip(sigmas, runs)
+                   for record in drop_records(r, label)]
+        paths, text = write_table_report(out_dir, "noise", records,
+                                         ["sigma", "metric", "clean", "mean", "std", "relative_drop"], f"{title}: {label}")
+        paths["png"] = write_sweep_plot(out_dir, "noise", {config["model"]: _sweep(sigmas, runs, metric, clean)},
+                                        f"sigma{unit}", metric, f"{title}: {label}", log_x=len(sigmas) > 2)
+        out["noise"] = {"sigmas": sigmas, "runs": runs, "files": paths}
         logger.info("\n" + text)
     if "adjust" in names:
         modality = analyses.adjust_modality(config, trainer.model)
-        result, n_changed = analyses.information_adjustment(trainer, test_data, modality, config["adjust_fraction"],
-                                                            seed=config["seed"])
-        label = f"{modality} features of {n_changed} items ({100 * config['adjust_fraction']:g}%) replaced"
-        paths, text = write_table_report(out_dir, "adjust", drop_records({m: [v] for m, v in result.items()}, label),
-                                         ["metric", "clean", "mean", "relative_drop"], f"{title}: {label}")
-        out["adjust"] = {"result": result, "files": paths}
+        fractions, results = _eps_list(config["adjust_fraction"]), []
+        for fraction in fractions:
+            draws = [analyses.information_adjustment(trainer, test_data, modality, fraction, seed=config["seed"] + r)[0]
+                     for r in range(config["adjust_repeats"])]
+            results.append({m: [float(d[m]) for d in draws] for m in draws[0]})
+        label = f"{modality} features of a share of the items replaced, {config['adjust_repeats']} draws"
+        records = [{"fraction": fraction, **record} for fraction, r in zip(fractions, results)
+                   for record in drop_records(r, label)]
+        paths, text = write_table_report(out_dir, "adjust", records,
+                                         ["fraction", "metric", "clean", "mean", "std", "relative_drop"],
+                                         f"{title}: {label}")
+        paths["png"] = write_sweep_plot(out_dir, "adjust", {config["model"]: _sweep(fractions, results, metric, clean)},
+                                        "share of items adjusted", metric, f"{title}: {label}")
+        out["adjust"] = {"fractions": fractions, "results": results, "files": paths}
+        logger.info("\n" + text)
+    if "promotion" in names:
+        topk = config["promotion_topk"]
+        targets, rows = promotion.promotion(trainer, train_data, config["promotion_items"],
+                                            _eps_list(config["promotion_eps"]), topk, config["attack_steps"],
+                                            config["attack_step_size"], seed=config["seed"])
+        label = f"promotion of {len(targets)} items by their content features"
+        columns = ["method", "eps", f"hit_ratio@{topk}", "mean_rank", "median_rank"]
+        paths, text = write_table_report(out_dir, "promotion", rows, columns, f"{title}: {label}")
+        curves = {method: [(r["eps"], r[f"hit_ratio@{topk}"], 0.0) for r in rows if r["method"] in ("clean", method)]
+                  for method in ("pgd", "random")}
+        paths["png"] = write_sweep_plot(out_dir, "promotion", curves, "eps (L2 norm per target item)",
+                                        f"hit_ratio@{topk}", f"{title}: {label}")
+        out["promotion"] = {"targets": targets.tolist(), "rows": rows, "files": paths}
+        logger.info("\n" + text)
+    if "rank_change" in names:
+        method, eps = rank_change_method(config), max(_eps_list(config["attack_eps"]))
+        before, after = promotion.rank_change(trainer, train_data, test_data, method, eps, seed=config["seed"],
+                                              pgd=pgd_settings(config))
+        label = f"rank change of the clean test items under {method}, eps {eps:g}"
+        paths, text = write_rank_change_report(out_dir, before.numpy(), after.numpy(), f"{title}: {label}")
+        out["rank_change"] = {"before": before, "after": after, "files": paths}
         logger.info("\n" + text)
     if "landscape" in names:
         batches = [b.to(config["device"]) for _, b in zip(range(config["landscape_batches"]), train_data)]
@@ -92,11 +156,13 @@ def run_analyses(config, trainer, train_data, test_data):
     return out
 
 
-def run_attack(config, trainer, train_data, test_data):
-    """Attack the trainer's (best) model for every eps of ``attack_eps``; write CSV, Markdown and PNG."""
+def run_attack(config, trainer, train_data, test_data, evaluate=None):
+    """Attack the trainer's (best) model for every eps of ``attack_eps``; write CSV, Markdown and PNG.
+    ``evaluate`` replaces ``evaluate_with`` (``attack_sweep``)."""
     metric = (config["attack_metric"] or config["valid_metric"]).lower()
-    eps = config["attack_eps"] if isinstance(config["attack_eps"], list) else [config["attack_eps"]]
-    clean, rows = attack_sweep(trainer, train_data, test_data, eps, attack_methods(config["attack"]), seed=config["seed"])
+    eps = _eps_list(config["attack_eps"])
+    clean, rows = attack_sweep(trainer, train_data, test_data, eps, attack_methods(config["attack"]), seed=config["seed"],
+                               pgd=pgd_settings(config), evaluate=evaluate)
     out_dir = _report_dir(config, "attack_dir", "robustness")
     title = f"{config['model']} on {config['dataset']}: attacks at test time"
     paths, text = write_attack_report(clean, rows, metric, out_dir, title)

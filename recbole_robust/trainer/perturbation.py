@@ -75,6 +75,12 @@ def normalise(direction, eps, kind):
     return eps * direction / norm.clamp_min(1e-12)
 
 
+def project(delta, eps, kind):
+    """``delta`` projected onto the L2 ball of radius ``eps``, per row (``kind='row'``) or over the tensor."""
+    norm = delta.norm(dim=-1, keepdim=True) if kind == "row" else delta.norm()
+    return delta * (eps / norm.clamp_min(1e-12)).clamp(max=1.0)
+
+
 def perturbation(gradient, eps, kind, adv_type="fgm", generator=None):
     """The perturbation of one tensor from the gradient of the loss with respect to it.
 
@@ -153,10 +159,11 @@ def parse_terms(config, model):
     return [AdversarialTerm(g, [allowed[n] for n in g], e, l) for g, e, l in zip(groups, eps, lam)]
 
 
-def gradients(model, names, loss_fn, *args):
-    """Gradient of ``loss_fn(*args)`` with respect to an additive perturbation of each named tensor, at 0."""
+def gradients(model, names, loss_fn, *args, offset=None):
+    """Gradient of ``loss_fn(*args)`` with respect to an additive perturbation of each named tensor, at 0
+    (at ``offset``, a dict of perturbations already applied, for iterated attacks)."""
     zeros = {n: torch.zeros_like(named_tensor(model, n), requires_grad=True) for n in names}
-    shifted = {n: named_tensor(model, n) + zeros[n] for n in names}
+    shifted = {n: named_tensor(model, n) + zeros[n] + (offset[n] if offset else 0) for n in names}
     loss = call_with(model, shifted, loss_fn, *args)
     grads = torch.autograd.grad(loss, [zeros[n] for n in names], allow_unused=True)
     return {n: (g if g is not None else torch.zeros_like(zeros[n])) for n, g in zip(names, grads)}

@@ -12,7 +12,8 @@ from recbole_robust.model.general_recommender.lattice import LATTICE
 from recbole_robust.model.general_recommender.layergcn import LayerGCN
 from recbole_robust.model.general_recommender.mmgcn import MMGCN
 from recbole_robust.model.general_recommender.selfcf import SelfCF
+from recbole_robust.model.general_recommender.slmrec import SLMRec
 from recbole_robust.model.general_recommender.vaegan import VAEGAN
 from recbole_robust.model.general_recommender.vbpr import VBPR
 
-__all__ = ["ACAE", "AMR", "APR", "BM3", "CAE", "DRAGON", "DualGNN", "FREEDOM", "GRCN", "LATTICE", "LayerGCN", "MMGCN", "SelfCF", "VAEGAN", "VBPR"]
+__all__ = ["ACAE", "AMR", "APR", "BM3", "CAE", "DRAGON", "DualGNN", "FREEDOM", "GRCN", "LATTICE", "LayerGCN", "MMGCN", "SelfCF", "SLMRec", "VAEGAN", "VBPR"]

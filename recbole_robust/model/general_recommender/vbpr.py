@@ -191,7 +191,11 @@ class VBPR(GeneralRecommender):
         return self._rec_loss(vectors) + self._reg_loss(vectors)
 
     def predict(self, interaction):
-        return self.score(interaction[self.USER_ID], interaction[self.ITEM_ID])
+        # every item's representation once per evaluation (sampled-negative protocols score ~1000 items per
+        # user: projecting each pair's features again would cost 1000 projections per user)
+        item = interaction[self.ITEM_ID]
+        gamma_i, content_i, bias_i = self._full_sort_cache.get(self, self.item_representation)
+        return self._score(self.user_vectors(interaction[self.USER_ID]), (gamma_i[item], content_i[item], bias_i[item]))
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]

@@ -1,0 +1,346 @@
+"""One robustness report for several models (``--robustness_report``): the page a user pastes into an appendix.
+
+Given groups of checkpoints (``LABEL=a.pth,b.pth``: one label per model, one checkpoint per seed), every
+checkpoint is evaluated on the test set and put through the run's ``attack`` and ``analysis`` settings
+(``runs.py``; each run's own files go to ``<report_dir>/runs/<label>-<i>/``). The report folder gets:
+
+* ``report.md`` and ``report.html`` (self-contained: tables and images inline) with
+  - clean test metrics, mean +- std over each label's checkpoints;
+  - paired t-tests (scipy, two-sided, over test users; each user's metric averaged over the label's
+    checkpoints) of every label against the first;
+  - for each attack method and target: the attacked metric against eps, one curve per label (mean +- std
+    over checkpoints, PNG), and a table of drops with the paired t-test of clean vs attacked across users;
+  - the noise and adjustment sweeps, the promotion table and curve, the rank-change summary and
+    histogram, and the loss landscapes, where the settings compute them;
+* the PNGs and one CSV per table.
+
+Every checkpoint is read with ``weights_only=True``; the model of a checkpoint is the name stored in it
+(checked against the registry, as any ``--model``) and it is evaluated with the seed it was trained with
+(an integer: with a random split, the seed chooses the test items); the dataset, preset and every other
+setting are the command line's, and no path is ever taken from a checkpoint.
+"""
+import base64
+import csv
+import html
+import os
+import time
+from logging import getLogger
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+from tabulate import tabulate
+
+from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.robustness import runs as runs_module
+from recbole_robust.robustness.compare import evaluate_per_user, paired_t_test
+from recbole_robust.robustness.report import write_sweep_plot
+from recbole_robust.utils import atomic_write
+
+
+def parse_groups(items):
+    """``["VBPR=a.pth,b.pth", "c.pth"]`` -> ``[("VBPR", ["a.pth", "b.pth"]), (None, ["c.pth"])]`` (label None: the
+    checkpoint's model name)."""
+    groups = []
+    for item in items:
+        label, _, paths = item.rpartition("=") if "=" in item else ("", "", item)
+        paths = [p for p in paths.split(",") if p]
+        if not paths:
+            raise RecBoleRobustError(f"--robustness_report: no checkpoint in {item!r} (LABEL=CKPT[,CKPT...])")
+        groups.append((label or None, paths))
+    return groups
+
+
+def _mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.4f} ± {values.std():.4f}"
+
+
+class Page:
+    """Blocks rendered to Markdown (images by relative path) and to self-contained HTML (images inline)."""
+
+    def __init__(self, out_dir):
+        self.out_dir, self.blocks = out_dir, []
+
+    def heading(self, text, level=2):
+        self.blocks.append(("h", level, text))
+
+    def text(self, text):
+        self.blocks.append(("p", text))
+
+    def table(self, headers, rows, name=None):
+        self.blocks.append(("table", headers, rows))
+        if name:
+            def write(tmp):
+                with open(tmp, "w", newline="", encoding="utf-8") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(headers)
+                    writer.writerows(rows)
+            atomic_write(os.path.join(self.out_dir, f"{name}.csv"), write)
+
+    def image(self, path, caption):
+        self.blocks.append(("img", path, caption))
+
+    def markdown(self):
+        out = []
+        for block in self.blocks:
+            if block[0] == "h":
+                out.append("#" * block[1] + " " + block[2])
+            elif block[0] == "p":
+                out.append(block[1])
+            elif block[0] == "table":
+                out.append(tabulate(block[2], headers=block[1], tablefmt="github", floatfmt=".4f"))
+            else:
+                out.append(f"![{block[2]}]({os.path.relpath(block[1], self.out_dir)})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title):
+        out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+               "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+               "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+               "text-align:right}th{background:#f3f3f3}img{max-width:100%}</style></head><body>"]
+        for block in self.blocks:
+            if block[0] == "h":
+                out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+            elif block[0] == "p":
+                out.append(f"<p>{html.escape(block[1])}</p>")
+            elif block[0] == "table":
+                out.append(tabulate(block[2], headers=block[1], tablefmt="html", floatfmt=".4f"))
+            else:
+                with open(block[1], "rb") as f:
+                    data = base64.b64encode(f.read()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
+                           f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+        return "".join(out) + "</body></html>\n"
+
+
+def _evaluate_checkpoint(model, dataset, path, run_dir, config_file_list, config_dict, preset):
+    """One checkpoint: clean metrics per user, and the run's attacks and analyses (files in ``run_dir``)."""
+    from recbole_robust.quick_start import prepare_run
+    from recbole_robust.trainer import load_checkpoint
+
+    config_dict = {**(config_dict or {}), "attack_dir": run_dir, "analysis_dir": run_dir}
+    config, _, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict, preset,
+                                                                 checkpoint=path)
+    checkpoint = load_checkpoint(path, config["device"], model=config["model"])
+    trainer.model.load_state_dict(checkpoint["state_dict"])
+    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    clean, per_user = evaluate_per_user(trainer, test_data)
+    run = {"config": config, "clean": clean, "per_user": per_user}
+    if config["attack"]:
+        attacked_per_user = []
+
+        def evaluate(trainer, data, tensors=None):
+            result, users = evaluate_per_user(trainer, data, tensors)
+            attacked_per_user.append(users)
+            return result
+
+        run["attack"] = runs_module.run_attack(config, trainer, train_data, test_data, evaluate=evaluate)
+        for row, users in zip(run["attack"]["rows"], attacked_per_user[1:]):  # the first is the clean evaluation
+            row["per_user"] = users
+    if config["analysis"]:
+        run["analysis"] = runs_module.run_analyses(config, trainer, train_data, test_data)
+    return run
+
+
+def robustness_report(groups, dataset, config_file_list=None, config_dict=None, preset=None, out_dir=None):
+    """Evaluate every checkpoint of ``groups`` (``parse_groups``) and write the report; returns its paths."""
+    from recbole_robust.trainer import load_checkpoint
+
+    if not dataset:
+        raise RecBoleRobustError("--robustness_report needs --dataset (the data the checkpoints were trained on)")
+    models, seeds = {}, {}
+    for _, paths in groups:  # every file is checked before anything runs or is written
+        for path in paths:
+            saved = load_checkpoint(path, "cpu")["config"]
+            models[path] = str(saved["model"])
+            seed = saved.get("seed")
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise RecBoleRobustError(f"checkpoint {path} does not record an integer seed")
+            seeds[path] = seed
+    labelled = []
+    for label, paths in groups:
+        label = label or models[paths[0]]
+        if any(label == other for other, _ in labelled):
+            raise RecBoleRobustError(f"--robustness_report: label {label!r} is given twice")
+        labelled.append((label, paths))
+    out_dir = out_dir or os.path.join("saved", "reports", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    results = {}
+    for label, paths in labelled:
+        for i, path in enumerate(paths):
+            run_dir = os.path.join(out_dir, "runs", f"{label}-{i}")
+            settings = {**(config_dict or {}), "seed": seeds[path]}  # its split and sampled negatives
+            results.setdefault(label, []).append(
+                _evaluate_checkpoint(models[path], dataset, path, run_dir, config_file_list, settings, preset))
+    paths = write_report(results, dataset, out_dir, {label: p for label, p in labelled})
+    getLogger().info(f"robustness report: {paths['md']}, {paths['html']}")
+    return results, paths
+
+
+def write_report(results, dataset, out_dir, checkpoints):
+    page = Page(out_dir)
+    first_config = next(iter(results.values()))[0]["config"]
+    metric = (first_config["attack_metric"] or first_config["valid_metric"]).lower()
+    labels = list(results)
+    title = f"Robustness report: {', '.join(labels)} on {dataset}"
+    page.heading(title, 1)
+    page.text("Checkpoints: " + "; ".join(f"{label}: {', '.join(os.path.basename(p) for p in paths)}"
+                                           for label, paths in checkpoints.items())
+              + f". Mean ± std over each label's checkpoints; written {time.strftime('%Y-%m-%d %H:%M')}.")
+
+    page.heading("Clean test metrics")
+    metrics = list(results[labels[0]][0]["clean"])
+    page.table(["model"] + metrics, [[label] + [_mean_std([r["clean"][m] for r in runs]) for m in metrics]
+                                     for label, runs in results.items()], "clean")
+
+    if len(labels) > 1:
+        page.heading("Paired t-tests against " + labels[0])
+        base = user_mean([r["per_user"] for r in results[labels[0]]])
+        rows = []
+        for label in labels[1:]:
+            other = user_mean([r["per_user"] for r in results[label]])
+            if base is None or other is None or len(next(iter(other.values()))) != len(next(iter(base.values()))):
+                page.text(f"{label}: evaluated on other test users than {labels[0]}; no paired test.")
+                continue
+            for r in paired_t_test(labels[0], base, label, other):
+                rows.append([label, r["metric"], r[labels[0]], r[label], f"{100 * r['gain']:+.2f}%", r["t"], r["p"]])
+        page.table(["model", "metric", labels[0], "model's", "gain", "t", "p"], rows, "t_tests")
+
+    if "attack" in results[labels[0]][0]:
+        _attack_sections(page, results, metric, out_dir)
+    analyses = results[labels[0]][0].get("analysis", {})
+    for name, xs_key, runs_key, xlabel in (("noise", "sigmas", "runs", "sigma"),
+                                           ("adjust", "fractions", "results", "share of items adjusted")):
+        if name in analyses:
+            _sweep_section(page, results, name, xs_key, runs_key, xlabel, metric, out_dir)
+    if "promotion" in analyses:
+        _promotion_section(page, results, out_dir)
+    if "rank_change" in analyses:
+        _rank_change_section(page, results, out_dir)
+    if "landscape" in analyses:
+        page.heading("Loss landscapes (first checkpoint of each model)")
+        for label, runs in results.items():
+            page.image(runs[0]["analysis"]["landscape"]["files"]["png"], f"{label}: training loss landscape")
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"md": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html")}
+    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(page.markdown(), encoding="utf-8"))
+    atomic_write(paths["html"], lambda tmp: Path(tmp).write_text(page.html(title), encoding="utf-8"))
+    return paths
+
+
+def user_mean(per_user):
+    """Each user's metrics averaged over runs (a list of ``{metric: array over users}``); None when the runs
+    evaluated different numbers of users (no paired test is possible then)."""
+    if len({len(next(iter(p.values()))) for p in per_user}) != 1:
+        return None
+    return {m: np.mean([p[m] for p in per_user], axis=0) for m in per_user[0]}
+
+
+def _attack_sections(page, results, metric, out_dir):
+    rows_of = {label: [r["attack"]["rows"] for r in runs] for label, runs in results.items()}
+    first = next(iter(rows_of.values()))[0]
+    keys = list(dict.fromkeys((r["target"], r["method"]) for r in first))
+    page.heading(f"Attacks at test time ({metric})")
+    table = []
+    for target, method in keys:
+        curves = {}
+        for label, runs in results.items():
+            clean = [r["clean"][metric] for r in runs]
+            points = [(0.0, float(np.mean(clean)), float(np.std(clean)))]
+            eps_list = sorted({r["eps"] for r in rows_of[label][0] if (r["target"], r["method"]) == (target, method)})
+            for eps in eps_list:
+                attacked = [next(x for x in rows if (x["target"], x["method"], x["eps"]) == (target, method, eps))
+                            for rows in rows_of[label]]
+                values = [a[metric] for a in attacked]
+                points.append((eps, float(np.mean(values)), float(np.std(values))))
+                drops = [(c - v) / c if c else 0.0 for c, v in zip(clean, values)]
+                clean_users = user_mean([r["per_user"] for r in runs])
+                attacked_users = user_mean([a["per_user"] for a in attacked])
+                if clean_users is None or attacked_users is None:
+                    t, p = float("nan"), float("nan")
+                elif np.any(clean_users[metric] != attacked_users[metric]):
+                    t, p = stats.ttest_rel(clean_users[metric], attacked_users[metric])
+                else:
+                    t, p = 0.0, 1.0
+                table.append([label, method, target, eps, float(np.mean(clean)), _mean_std(values),
+                              f"{100 * np.mean(drops):.2f}% ± {100 * np.std(drops):.2f}", float(t), float(p)])
+            curves[label] = points
+        path = write_sweep_plot(out_dir, f"attack-{method}-{target.replace('+', '_')}", curves, "eps", metric,
+                                f"{method} on {target}")
+        page.image(path, f"{metric} under {method} on {target}, one curve per model")
+    page.table(["model", "attack", "target", "eps", "clean", "attacked", "relative drop", "t (clean vs attacked)", "p"],
+               table, "attacks")
+
+
+def _sweep_section(page, results, name, xs_key, runs_key, xlabel, metric, out_dir):
+    heading = {"noise": "Gaussian noise on the embeddings", "adjust": "Information adjustment"}[name] + f" ({metric})"
+    page.heading(heading)
+    curves, table = {}, []
+    for label, runs in results.items():
+        analysis = [r["analysis"][name] for r in runs]
+        clean = [r["analysis"]["clean"][metric] for r in runs]
+        points = [(0.0, float(np.mean(clean)), float(np.std(clean)))]
+        for k, x in enumerate(analysis[0][xs_key]):
+            means = [np.mean(a[runs_key][k][metric]) for a in analysis]
+            points.append((float(x), float(np.mean(means)), float(np.std(means))))
+            drops = [(c - m) / c if c else 0.0 for c, m in zip(clean, means)]
+            table.append([label, x, float(np.mean(clean)), _mean_std(means),
+                          f"{100 * np.mean(drops):.2f}% ± {100 * np.std(drops):.2f}"])
+        curves[label] = points
+    relative = name == "noise" and next(iter(results.values()))[0]["config"]["noise_relative"]
+    xlabel = f"{xlabel} (x each tensor's scale)" if relative else xlabel
+    path = write_sweep_plot(out_dir, name, curves, xlabel, metric, heading, log_x=name == "noise")
+    page.image(path, f"{metric} against {xlabel}, one curve per model")
+    page.table(["model", xlabel, "clean", name, "relative drop"], table, name)
+
+
+def _promotion_section(page, results, out_dir):
+    topk = next(iter(results.values()))[0]["config"]["promotion_topk"]
+    hit = f"hit_ratio@{topk}"
+    page.heading(f"Item promotion by content features ({hit} of the target items)")
+    curves, table = {}, []
+    for label, runs in results.items():
+        rows = [r["analysis"]["promotion"]["rows"] for r in runs]
+        for method, eps in dict.fromkeys((x["method"], x["eps"]) for x in rows[0]):
+            picked = [next(x for x in rs if (x["method"], x["eps"]) == (method, eps)) for rs in rows]
+            table.append([label, method, eps, _mean_std([p[hit] for p in picked]),
+                          _mean_std([p["mean_rank"] for p in picked]), _mean_std([p["median_rank"] for p in picked])])
+            if method != "random":
+                curves.setdefault(label, []).append(
+                    (eps, float(np.mean([p[hit] for p in picked])), float(np.std([p[hit] for p in picked]))))
+    path = write_sweep_plot(out_dir, "promotion", curves, "eps (L2 norm per target item)", hit,
+                            "promotion of the target items")
+    page.image(path, f"targets' {hit} against eps, one curve per model")
+    page.table(["model", "method", "eps", hit, "mean rank", "median rank"], table, "promotion")
+
+
+def _rank_change_section(page, results, out_dir):
+    from recbole_robust.robustness.report import _pyplot
+
+    page.heading("Rank change of the clean test items under the untargeted attack")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    table = []
+    for label, runs in results.items():
+        changes = []
+        for r in runs:
+            before, after = (r["analysis"]["rank_change"][k].numpy() for k in ("before", "after"))
+            keep = ~(np.isnan(before) | np.isnan(after))
+            changes.append(after[keep] - before[keep])
+        table.append([label, _mean_std([c.mean() for c in changes]), _mean_std([np.median(c) for c in changes]),
+                      _mean_std([(c > 10).mean() for c in changes]), _mean_std([(c < 0).mean() for c in changes])])
+        pooled = np.concatenate(changes)
+        limit = max(1.0, float(np.percentile(np.abs(pooled), 99)))
+        ax.hist(np.clip(pooled, -limit, limit), bins=60, alpha=0.5, label=label, density=True)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("rank after - rank before (positive: the test item fell)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "rank_change.png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    page.image(path, "distribution of the rank changes, one histogram per model")
+    page.table(["model", "mean change", "median change", "share that fell > 10 places", "share that rose"], table,
+               "rank_change")
