@@ -171,6 +171,8 @@ SETTINGS = {
     "eval_memory_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MB)"),
     "history_items": (lambda v: v in (None, "train"), "train or ~ (RecBole's: training and validation items)"),
     "drop_cold_users": (lambda v: isinstance(v, bool), "True or False"),
+    "heldout_users": (lambda v: v is None or _is_number(v) and 0 < v < 1, "a number in (0, 1) or ~"),
+    "foldin_ratio": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "negatives_from": (lambda v: v in ("all", "train"), "all or train"),
     "valid_ties_improve": (lambda v: isinstance(v, bool), "True or False"),
 }

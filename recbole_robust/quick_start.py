@@ -19,6 +19,7 @@ from tabulate import tabulate
 from recbole_robust import resources
 from recbole_robust.config import PluginConfig, check_metrics, check_settings, read_settings_file
 from recbole_robust.data.prepare import check_dataset_exists
+from recbole_robust.data.heldout import check_heldout, use_heldout_split
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
 from recbole_robust.robustness import runs
@@ -59,8 +60,10 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, preset=
 
 def load_data(config):
     """RecBole dataset and train/valid/test dataloaders of ``config`` (seeded as RecBole does)."""
+    check_heldout(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
+    use_heldout_split(config, dataset)  # heldout_users: the strong-generalisation split (data/heldout.py)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     return dataset, train_data, valid_data, test_data
 

@@ -14,7 +14,9 @@ it relies on (``recbole_internals.py``: version and signatures, one line if they
   (batches of user ids) by model name; ``recbole.data.utils.get_dataloader`` is wrapped to do the
   same for plugin models with ``user_dataloader = True`` (VAEGAN), and, in the plugin's pipeline, to
   evaluate full ranking with ``BudgetFullSortEvalDataLoader`` (users per batch from a memory budget)
-  and, with ``negatives_from: train``, to train with ``TrainingItemsTrainDataLoader``;
+  and, with ``negatives_from: train``, to train with ``TrainingItemsTrainDataLoader``, and with
+  ``heldout_users`` (strong generalisation) to train auto-encoders on the training users only
+  (``TrainingUsersDataLoader``);
 * **defaults and data**: ``Config._load_internal_config_dict`` is wrapped to add, after RecBole's own
   defaults and below every user setting, ``properties/overall.yaml``, ``properties/model/<Model>.yaml``
   and ``dataset_configs/<dataset>.yaml`` -- only where the plugin is involved (a plugin model, the
@@ -53,6 +55,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole_robust import recbole_internals, resources
 from recbole_robust.config import PluginConfig
 from recbole_robust.data.dataloader import BudgetFullSortEvalDataLoader, TrainingItemsTrainDataLoader
+from recbole_robust.data.heldout import TrainingUsersDataLoader
 from recbole_robust.data.dataset import MultimodalDataset
 from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_target, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
@@ -134,9 +137,9 @@ def _hook_dataloader(user_loader_models):
 
     @functools.wraps(original)
     def get_dataloader(config, phase):
-        if phase == "train" and config["model"] in user_loader_models:
-            return UserDataLoader
-        loader = original(config, phase)
+        loader = UserDataLoader if phase == "train" and config["model"] in user_loader_models else original(config, phase)
+        if loader is UserDataLoader and isinstance(config, PluginConfig) and config["heldout_users"]:
+            return TrainingUsersDataLoader  # strong generalisation: the held-out users are never trained on
         if loader is TrainDataLoader and isinstance(config, PluginConfig) and config["negatives_from"] == "train" \
                 and config["train_neg_sample_args"]["distribution"] != "none":
             return TrainingItemsTrainDataLoader  # the MG preset: negatives among the training items

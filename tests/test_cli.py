@@ -137,6 +137,8 @@ BAD_INPUTS = {
     "pickled dataset cache": (
         lambda root: [*BPR, f"--checkpoint_dir={pickled_cache(root)}"], "would be unpickled"),
     "RecBole's dataset pickling": (lambda root: [*BPR, "--save_dataset=True"], "save_dataset is not supported"),
+    "strong generalisation of a non-autoencoder": (
+        lambda root: [*BPR, "--preset=vaegan_strong"], "BPR learns a vector per user"),
     "report of a missing checkpoint": (
         lambda root: ["--dataset=ml-100k", "--robustness_report", "A=nope.pth"], "checkpoint nope.pth not found"),
     "report of a foreign file": (
