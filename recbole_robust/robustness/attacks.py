@@ -13,7 +13,8 @@ weight matrices: the model's ``perturbation_targets``) and evaluates it on the t
   followed by the projection onto the eps-ball (per row or per tensor, as FGM's norm), optionally from
   a random start inside the ball (on every row). ``step_size`` defaults to 2.5 / ``steps`` (Madry's
   rule). With one step of size 1 and no random start it is FGM. Each step is one gradient pass over
-  the training data, for each eps of a sweep.
+  the training data, for each eps of a sweep; the batches (and their sampled negatives) are drawn once,
+  so every step, and FGM in the same sweep, ascends the same loss.
 
 Perturbations are injected with ``functional_call`` (``perturbation.call_with``): the model is not
 copied and is unchanged afterwards. One gradient pass serves every eps of a sweep. Every evaluation
@@ -66,10 +67,13 @@ def pgd_perturbation(model, train_data, names, kinds, eps, steps=10, step_size=N
     """PGD's perturbations ``{name: delta}`` of L2 norm at most ``eps`` (per row or per tensor).
 
     ``step_size`` is a fraction of ``eps`` (default 2.5 / steps); ``first_gradient`` (the gradient at
-    zero, e.g. FGM's) saves the first pass when there is no random start.
+    zero on the same batches, e.g. FGM's) saves the first pass when there is no random start. The
+    training batches are drawn once, so that every step ascends the same loss (the same sampled
+    negatives); a loader given here is iterated once.
     """
     if steps < 1:
         raise RecBoleRobustError(f"attack_steps must be >= 1, got {steps}")
+    train_data = train_data if isinstance(train_data, list) else list(train_data)
     step = (2.5 / steps if step_size is None else step_size) * eps
     delta = {}
     for n, kind in zip(names, kinds):
@@ -110,6 +114,8 @@ def pgd_settings(config):
 def attack_perturbations(model, train_data, terms, eps, method="fgm", pgd=None, seed=0, gradients_at_zero=None):
     """The attack's perturbed tensors ``{name: tensor}`` of every target group at norm ``eps``."""
     tensors = {}
+    if method == "pgd" and not isinstance(train_data, list):
+        train_data = list(train_data)  # one draw of the batches: PGD's first step is FGM's on the same loss
     for names, kinds in terms:
         grads = (gradients_at_zero or {}).get(tuple(names))
         if grads is None and not (method == "pgd" and (pgd or {}).get("random_start")):
@@ -153,6 +159,8 @@ def attack_sweep(trainer, train_data, test_data, eps_list, methods=("fgm", "rand
     clean = evaluate(trainer, test_data)
     rows = []
     log = getLogger()
+    if "pgd" in methods:
+        train_data = list(train_data)  # FGM and every PGD step on the same batches (the same negatives)
     for names, kinds in terms:
         grads = training_gradients(model, train_data, names)
         for method in methods:
