@@ -65,15 +65,13 @@ def ranks(model, tensors, users, items, train_csr):
             chunk = users[start:start + USER_CHUNK]
             scores = _scores(model, chunk.to(device)).cpu().double()
             scores[:, 0] = -np.inf
-            history = train_csr[chunk.numpy()]
-            rows, cols = history.nonzero()
+            rows, cols = train_csr[chunk.numpy()].nonzero()
             chosen = items[start:start + USER_CHUNK]
             chosen = chosen.unsqueeze(1) if paired else chosen
-            trained = torch.from_numpy(np.asarray(history[np.arange(len(chunk))[:, None], chosen.numpy()].todense()) > 0)
             scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -np.inf
             target = scores.gather(1, chosen)
             rank = 1 + (scores.unsqueeze(1) > target.unsqueeze(2)).sum(-1).double()
-            rank[trained] = np.nan
+            rank[torch.isinf(target)] = np.nan  # an item the user trained on (masked), or padding
             out[start:start + USER_CHUNK] = rank.squeeze(1) if paired else rank
 
     model.eval()
