@@ -30,6 +30,22 @@ def test_forward_is_eq_1(cae):
     assert np.allclose(model(user, y).detach().numpy(), expected, atol=1e-5)
 
 
+def test_predict_scores_each_distinct_user_once_and_equals_full_sort(cae):
+    from recbole.data.interaction import Interaction
+    _, model, _, _ = cae
+    model.eval()
+    user = torch.tensor([5, 2, 5, 9, 2, 5])  # repeated and unordered, as sampled negatives arrive
+    item = torch.tensor([1, 4, 7, 0, 9, 1])
+    calls = []
+    forward = model.forward
+    model.forward = lambda u, y: calls.append(len(u)) or forward(u, y)
+    with torch.no_grad():
+        scores = model.predict(Interaction({"user_id": user, "item_id": item}))
+        full = model.full_sort_predict(Interaction({"user_id": user})).view(len(user), -1)
+    assert calls[0] == 3  # users 2, 5, 9
+    assert torch.allclose(scores, full[torch.arange(len(user)), item], atol=1e-6)
+
+
 def test_loss_is_cross_entropy_over_all_items_plus_l2(cae):
     config, model, batch, _ = cae
     users = torch.unique(batch["user_id"])

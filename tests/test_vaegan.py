@@ -110,6 +110,17 @@ def test_each_variant_trains_and_beats_random(fast, variant):
     assert result["ndcg@5"] > 3 * random_result["test_result"]["ndcg@5"]
 
 
+def test_predict_equals_full_sort_on_repeated_users(fast):
+    from recbole.data.interaction import Interaction
+    _, model, _, _, _ = vaegan(fast)
+    model.eval()
+    user, item = torch.tensor([7, 3, 7, 7, 12]), torch.tensor([5, 5, 40, 2, 9])
+    with torch.no_grad():
+        scores = model.predict(Interaction({"user_id": user, "item_id": item}))
+        full = model.full_sort_predict(Interaction({"user_id": user})).view(len(user), -1)
+    assert torch.allclose(scores, full[torch.arange(len(user)), item], atol=1e-6)
+
+
 def test_weak_generalisation_preset_splits_each_user_80_20(fast):
     config, model, train_data, valid_data, test_data = vaegan(fast)
     train, test = train_data._dataset, test_data._dataset

@@ -41,3 +41,11 @@ class PropagatedScores:
     def full_sort_predict(self, interaction):
         users, items = self._full_sort_cache.get(self, self.propagate)
         return (users[interaction[self.USER_ID]] @ items.T).view(-1)
+
+
+def distinct_user_scores(user, item, score_users):
+    """``predict`` of a model that scores all items of a user at once (an auto-encoder): RecBole's
+    sampled-negative protocols send one row per (user, item) pair, ~100-1000 per user, so each distinct
+    user is scored once (``score_users(users) -> [n_distinct, n_items]``) and the pairs gathered from it."""
+    users, row = torch.unique(user, return_inverse=True)
+    return score_users(users)[row, item]

@@ -62,19 +62,33 @@ def training_gradients(model, train_data, names, offset=None):
     return total
 
 
+def projected_ascent(gradient_at, delta, kinds, eps, steps=10, step_size=None, first_gradient=None):
+    """``steps`` steps of L2 projected gradient ascent from ``delta`` (``{name: tensor}``): each step moves
+    every tensor by ``step_size`` x eps (default 2.5 / steps) along its normalised gradient
+    ``gradient_at(delta)[name]`` (per row or per tensor, ``kinds``) and projects it back onto the eps-ball.
+    ``first_gradient`` is the gradient at ``delta`` if the caller already has it. Rows whose gradient is
+    zero (rows outside the attacker's reach) stay where they are."""
+    if steps < 1:
+        raise RecBoleRobustError(f"attack_steps must be >= 1, got {steps}")
+    step = (2.5 / steps if step_size is None else step_size) * eps
+    for i in range(steps):
+        grads = first_gradient if i == 0 and first_gradient is not None else gradient_at(delta)
+        delta = {n: project(delta[n] + normalise(grads[n], step, kind), eps, kind).detach()
+                 for n, kind in zip(delta, kinds)}
+    return delta
+
+
 def pgd_perturbation(model, train_data, names, kinds, eps, steps=10, step_size=None, random_start=False,
                      generator=None, first_gradient=None):
-    """PGD's perturbations ``{name: delta}`` of L2 norm at most ``eps`` (per row or per tensor).
+    """PGD's perturbations ``{name: delta}`` of L2 norm at most ``eps`` (per row or per tensor) that raise
+    the training loss.
 
     ``step_size`` is a fraction of ``eps`` (default 2.5 / steps); ``first_gradient`` (the gradient at
     zero on the same batches, e.g. FGM's) saves the first pass when there is no random start. The
     training batches are drawn once, so that every step ascends the same loss (the same sampled
     negatives); a loader given here is iterated once.
     """
-    if steps < 1:
-        raise RecBoleRobustError(f"attack_steps must be >= 1, got {steps}")
     train_data = train_data if isinstance(train_data, list) else list(train_data)
-    step = (2.5 / steps if step_size is None else step_size) * eps
     delta = {}
     for n, kind in zip(names, kinds):
         base = named_tensor(model, n)
@@ -85,14 +99,8 @@ def pgd_perturbation(model, train_data, names, kinds, eps, steps=10, step_size=N
             delta[n] = normalise(noise, 1.0, kind) * radius
         else:
             delta[n] = torch.zeros_like(base)
-    for i in range(steps):
-        if i == 0 and not random_start and first_gradient is not None:
-            grads = first_gradient
-        else:
-            grads = training_gradients(model, train_data, names, offset=delta)
-        delta = {n: project(delta[n] + normalise(grads[n], step, kind), eps, kind).detach()
-                 for n, kind in zip(names, kinds)}
-    return delta
+    return projected_ascent(lambda d: training_gradients(model, train_data, names, offset=d), delta, kinds, eps,
+                            steps, step_size, None if random_start else first_gradient)
 
 
 def evaluate_with(trainer, test_data, tensors=None):

@@ -24,8 +24,8 @@ from recbole.data.interaction import Interaction
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
-from recbole_robust.robustness.attacks import attack_perturbations, attack_terms
-from recbole_robust.trainer.perturbation import call_with, named_tensor, normalise, project
+from recbole_robust.robustness.attacks import attack_perturbations, attack_terms, projected_ascent
+from recbole_robust.trainer.perturbation import call_with, named_tensor, normalise
 
 USER_CHUNK = 64
 PAIRS_PER_PASS = 1 << 16
@@ -88,15 +88,14 @@ def promotion_summary(target_ranks, topk):
 
 def promotion_perturbation(model, names, targets, users, eps, steps=10, step_size=None):
     """Perturbations ``{name: delta}`` of the target rows (L2 <= eps each) that raise their mean score."""
-    step = (2.5 / steps if step_size is None else step_size) * eps
     device = named_tensor(model, names[0]).device
     rows = torch.zeros(named_tensor(model, names[0]).shape[0], 1, dtype=torch.bool, device=device)
     rows[torch.as_tensor(targets, device=device)] = True
     targets = torch.as_tensor(targets)
     chunk = max(1, PAIRS_PER_PASS // len(targets))  # users per pass, so that a pass scores a bounded number of pairs
-    delta = {n: torch.zeros_like(named_tensor(model, n)) for n in names}
     model.eval()
-    for _ in range(steps):
+
+    def gradient_at(delta):  # of the targets' mean score, on the target rows only
         grads = {n: torch.zeros_like(delta[n]) for n in names}
         for start in range(0, len(users), chunk):
             part = users[start:start + chunk]
@@ -107,10 +106,11 @@ def promotion_perturbation(model, names, targets, users, eps, steps=10, step_siz
             objective = call_with(model, tensors, model.predict, pairs).sum() / (len(users) * len(targets))
             for n, g in zip(names, torch.autograd.grad(objective, [shift[n] for n in names], allow_unused=True)):
                 if g is not None:
-                    grads[n] += g
-        delta = {n: project(delta[n] + normalise(grads[n] * rows, step, "row") * rows, eps, "row").detach()
-                 for n in names}
-    return delta
+                    grads[n] += g * rows
+        return grads
+
+    start = {n: torch.zeros_like(named_tensor(model, n)) for n in names}
+    return projected_ascent(gradient_at, start, ["row"] * len(names), eps, steps, step_size)
 
 
 def promotion(trainer, train_data, count, eps_list, topk=20, steps=10, step_size=None, seed=0):
@@ -149,14 +149,10 @@ def rank_change(trainer, train_data, test_data, method, eps, seed=0, pgd=None):
     users, items = users[order], items[order]
     unique, counts = torch.unique_consecutive(users, return_counts=True)
     tensors = attack_perturbations(model, train_data, terms, eps, method, pgd, seed)
-
-    def per_pair(t):
-        width = int(counts.max())
-        grid = torch.zeros(len(unique), width, dtype=torch.long)
-        offsets = torch.cumsum(counts, 0) - counts
-        position = torch.arange(len(users)) - offsets.repeat_interleave(counts)
-        grid[torch.arange(len(unique)).repeat_interleave(counts), position] = items
-        r = ranks(model, t, unique, grid, train_csr)
-        return r[torch.arange(len(unique)).repeat_interleave(counts), position]
-
-    return per_pair({}), per_pair(tensors)
+    # each user's test items as one row of a padded grid, so that one full ranking serves all of them
+    row = torch.arange(len(unique)).repeat_interleave(counts)
+    position = torch.arange(len(users)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
+    grid = torch.zeros(len(unique), int(counts.max()), dtype=torch.long)
+    grid[row, position] = items
+    before, after = (ranks(model, t, unique, grid, train_csr)[row, position] for t in ({}, tensors))
+    return before, after

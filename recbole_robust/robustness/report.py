@@ -74,14 +74,15 @@ def write_attack_report(clean, rows, metric, out_dir, title):
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"attack.{ext}") for ext in ("csv", "md", "png")}
     records = long_rows(clean, rows)
-    _write_csv(paths["csv"], records)
+    write_csv(paths["csv"], records)
     text = markdown_table(clean, rows, metric, title)
     atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     plot(clean, rows, metric, title, paths["png"])
     return paths, text
 
 
-def _write_csv(path, records):
+def write_csv(path, records):
+    """``records`` (dicts with the same keys) as a CSV file with a header, written atomically."""
     def write(tmp):
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(records[0]))
@@ -95,7 +96,7 @@ def write_table_report(out_dir, name, records, columns, title):
     """``<name>.csv`` with every record and ``<name>.md`` with ``columns``; returns (paths, markdown)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "md")}
-    _write_csv(paths["csv"], records)
+    write_csv(paths["csv"], records)
     table = [[r[c] for c in columns] for r in records]
     text = f"### {title}\n\n" + tabulate(table, headers=columns, tablefmt="github", floatfmt=".4f") + "\n"
     atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -106,7 +107,7 @@ def write_landscape_report(out_dir, alphas, betas, losses, title):
     """``landscape.csv`` (a, b, loss) and ``landscape.png`` (contour plot); returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"landscape.{ext}") for ext in ("csv", "png")}
-    _write_csv(paths["csv"], [{"alpha": float(a), "beta": float(b), "loss": float(losses[i, j])}
+    write_csv(paths["csv"], [{"alpha": float(a), "beta": float(b), "loss": float(losses[i, j])}
                               for i, a in enumerate(alphas) for j, b in enumerate(betas)])
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -132,25 +133,40 @@ def write_rank_change_report(out_dir, before, after, title):
     keep = ~(np.isnan(before) | np.isnan(after))
     before, after = before[keep], after[keep]
     change = after - before  # > 0: the test item fell
-    _write_csv(paths["csv"], [{"rank_before": int(b), "rank_after": int(a)} for b, a in zip(before, after)])
+    write_csv(paths["csv"], [{"rank_before": int(b), "rank_after": int(a)} for b, a in zip(before, after)])
     summary = [["test items", len(change)], ["mean change", float(change.mean())],
                ["median change", float(np.median(change))], ["share that fell", float((change > 0).mean())],
                ["share that fell > 10 places", float((change > 10).mean())],
                ["share that rose", float((change < 0).mean())]]
     text = f"### {title}\n\n" + tabulate(summary, headers=["", "value"], tablefmt="github", floatfmt=".4f") + "\n"
     atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    rank_change_histogram(paths["png"], {None: change}, title)
+    return paths, text
+
+
+def rank_change_histogram(path, changes, title=None):
+    """``path`` (PNG): the histogram of the rank changes (after - before) of each label of ``changes``
+    ({label: array}; one unlabelled array (label None): counts; labelled arrays: densities, so that models
+    of different test sizes compare)."""
+    import numpy as np
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    limit = max(1.0, float(np.percentile(np.abs(change), 99)))
-    ax.hist(np.clip(change, -limit, limit), bins=60, color="tab:red", alpha=0.8)
+    several = None not in changes
+    limit = max(1.0, float(np.percentile(np.abs(np.concatenate(list(changes.values()))), 99)))
+    for label, change in changes.items():
+        ax.hist(np.clip(change, -limit, limit), bins=60, alpha=0.5 if several else 0.8, label=label,
+                density=several, color=None if several else "tab:red")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("rank after - rank before (positive: the test item fell)")
-    ax.set_ylabel("test items")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("density" if several else "test items")
+    if several:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
-    return paths, text
 
 
 def write_sweep_plot(out_dir, name, curves, xlabel, metric, title, log_x=False):

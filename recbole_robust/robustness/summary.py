@@ -20,7 +20,6 @@ Every checkpoint is read with ``weights_only=True``; the model of a checkpoint i
 setting are the command line's, and no path is ever taken from a checkpoint.
 """
 import base64
-import csv
 import html
 import os
 import time
@@ -34,7 +33,7 @@ from tabulate import tabulate
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.robustness import runs as runs_module
 from recbole_robust.robustness.compare import evaluate_per_user, paired_t_test
-from recbole_robust.robustness.report import write_sweep_plot
+from recbole_robust.robustness.report import rank_change_histogram, write_csv, write_sweep_plot
 from recbole_robust.utils import atomic_write
 
 
@@ -71,12 +70,7 @@ class Page:
     def table(self, headers, rows, name=None):
         self.blocks.append(("table", headers, rows))
         if name:
-            def write(tmp):
-                with open(tmp, "w", newline="", encoding="utf-8") as f:
-                    writer = csv.writer(f)
-                    writer.writerow(headers)
-                    writer.writerows(rows)
-            atomic_write(os.path.join(self.out_dir, f"{name}.csv"), write)
+            write_csv(os.path.join(self.out_dir, f"{name}.csv"), [dict(zip(headers, row)) for row in rows])
 
     def image(self, path, caption):
         self.blocks.append(("img", path, caption))
@@ -316,12 +310,8 @@ def _promotion_section(page, results, out_dir):
 
 
 def _rank_change_section(page, results, out_dir):
-    from recbole_robust.robustness.report import _pyplot
-
     page.heading("Rank change of the clean test items under the untargeted attack")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    table = []
+    table, pooled = [], {}
     for label, runs in results.items():
         changes = []
         for r in runs:
@@ -330,17 +320,9 @@ def _rank_change_section(page, results, out_dir):
             changes.append(after[keep] - before[keep])
         table.append([label, _mean_std([c.mean() for c in changes]), _mean_std([np.median(c) for c in changes]),
                       _mean_std([(c > 10).mean() for c in changes]), _mean_std([(c < 0).mean() for c in changes])])
-        pooled = np.concatenate(changes)
-        limit = max(1.0, float(np.percentile(np.abs(pooled), 99)))
-        ax.hist(np.clip(pooled, -limit, limit), bins=60, alpha=0.5, label=label, density=True)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("rank after - rank before (positive: the test item fell)")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+        pooled[label] = np.concatenate(changes)
     path = os.path.join(out_dir, "rank_change.png")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    rank_change_histogram(path, pooled)
     page.image(path, "distribution of the rank changes, one histogram per model")
     page.table(["model", "mean change", "median change", "share that fell > 10 places", "share that rose"], table,
                "rank_change")

@@ -26,6 +26,7 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.cache import distinct_user_scores
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda x: x, "relu": torch.relu, "tanh": torch.tanh}
 
@@ -78,9 +79,8 @@ class CAE(GeneralRecommender, AutoEncoderMixin):
         return self.rec_loss(interaction) + self.reg_loss()
 
     def predict(self, interaction):
-        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        scores = self.forward(user, self.get_rating_matrix(user))
-        return scores[torch.arange(len(item), device=item.device), item]
+        return distinct_user_scores(interaction[self.USER_ID], interaction[self.ITEM_ID],
+                                    lambda users: self.forward(users, self.get_rating_matrix(users)))
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]

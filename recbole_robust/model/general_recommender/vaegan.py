@@ -50,6 +50,7 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.cache import distinct_user_scores
 from recbole_robust.trainer.gan import GANTrainer
 
 VARIANTS = ("AVB", "AVB+D", "AVB+D+C")
@@ -220,9 +221,8 @@ class VAEGAN(GeneralRecommender, AutoEncoderMixin):
 
     # ----------------------------------------------------------------------------------------- ranking
     def predict(self, interaction):
-        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        logits = self.forward(self.get_rating_matrix(user), noise=False)[0]
-        return logits[torch.arange(len(item), device=item.device), item]
+        return distinct_user_scores(interaction[self.USER_ID], interaction[self.ITEM_ID],
+                                    lambda users: self.forward(self.get_rating_matrix(users), noise=False)[0])
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
