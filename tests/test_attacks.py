@@ -2,6 +2,8 @@
 import csv
 import os
 
+import pytest
+
 from recbole_robust import run_recbole_robust
 
 
@@ -113,6 +115,24 @@ def test_robustness_during_training_is_logged_and_leaves_training_unchanged(fast
     assert sorted(attacked.attacked_valid_results) == [0, 1, 2]
     for epoch, result in attacked.attacked_valid_results.items():
         assert result[metric] < attacked_scores[epoch]
+
+
+@pytest.mark.parametrize("model, promotable", [
+    ("VBPR", True), ("AMR", True), ("MMGCN", True), ("GRCN", True), ("LATTICE", True), ("DualGNN", True),
+    ("DRAGON", True), ("SLMRec", True), ("FREEDOM", False), ("BM3", False)])
+def test_promotion_needs_features_that_reach_the_score(fast, model, promotable):
+    from recbole_robust.errors import RecBoleRobustError
+    from recbole_robust.quick_start import build_model, load_data, make_config
+    from recbole_robust.robustness.promotion import content_tensors
+
+    config = make_config(model, "tiktok", config_dict=fast, preset="mg")
+    _, train_data, _, _ = load_data(config)
+    net = build_model(config, train_data)
+    if promotable:
+        assert content_tensors(net)
+    else:  # FREEDOM: features only build its frozen kNN graph; BM3: only its training loss
+        with pytest.raises(RecBoleRobustError, match=f"{model}'s scores do not depend on its item content features"):
+            content_tensors(net)
 
 
 def test_promotion_raises_the_targets_and_rank_change_reports_the_fall(fast):

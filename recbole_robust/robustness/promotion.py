@@ -32,11 +32,31 @@ PAIRS_PER_PASS = 1 << 16
 
 
 def content_tensors(model):
-    """Names of the model's item content feature tensors (one per modality, or one shared)."""
+    """Names of the model's item content feature tensors (one per modality, or one shared), checked to
+    reach its scores: a model that uses its features only in a training loss (BM3) or in a structure
+    built from them at load time (FREEDOM's frozen kNN graph) cannot have items promoted by them."""
     modalities = list(hook(model, "modalities") or [])
     if not hook(model, "modality_location") or not modalities:
         raise RecBoleRobustError(f"{type(model).__name__} has no item content features to promote items with")
-    return list(dict.fromkeys(model.modality_location(m)[0] for m in modalities))
+    names = list(dict.fromkeys(model.modality_location(m)[0] for m in modalities))
+    device = named_tensor(model, names[0]).device
+    one = torch.ones(1, dtype=torch.long, device=device)
+    shift = {n: torch.zeros_like(named_tensor(model, n), requires_grad=True) for n in names}
+    tensors = {n: named_tensor(model, n).detach() + shift[n] for n in names}
+    training = model.training
+    model.eval()
+    try:
+        score = call_with(model, tensors, model.predict, Interaction({model.USER_ID: one, model.ITEM_ID: one}))
+        reached = score.requires_grad and any(
+            g is not None for g in torch.autograd.grad(score.sum(), list(shift.values()), allow_unused=True))
+    finally:
+        model.train(training)
+    if not reached:
+        raise RecBoleRobustError(
+            f"{type(model).__name__}'s scores do not depend on its item content features ({', '.join(names)}), "
+            "so items cannot be promoted by them: use a model that scores with its features (VBPR, AMR, MMGCN, "
+            "GRCN, LATTICE, DualGNN, DRAGON, SLMRec)")
+    return names
 
 
 def choose_targets(train_csr, count, seed):
