@@ -108,7 +108,7 @@ def write_landscape_report(out_dir, alphas, betas, losses, title):
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"landscape.{ext}") for ext in ("csv", "png")}
     write_csv(paths["csv"], [{"alpha": float(a), "beta": float(b), "loss": float(losses[i, j])}
-                              for i, a in enumerate(alphas) for j, b in enumerate(betas)])
+                             for i, a in enumerate(alphas) for j, b in enumerate(betas)])
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     contour = ax.contourf(betas, alphas, losses, levels=20, cmap="viridis")
