@@ -25,7 +25,7 @@ from recbole.data.interaction import Interaction
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
 from recbole_robust.robustness.attacks import attack_perturbations, attack_terms, projected_ascent
-from recbole_robust.trainer.perturbation import call_with, named_tensor, normalise
+from recbole_robust.trainer.perturbation import call_with, gradients, named_tensor, normalise
 
 USER_CHUNK = 64
 PAIRS_PER_PASS = 1 << 16
@@ -33,25 +33,23 @@ PAIRS_PER_PASS = 1 << 16
 
 def content_tensors(model):
     """Names of the model's item content feature tensors (one per modality, or one shared), checked to
-    reach its scores: a model that uses its features only in a training loss (BM3) or in a structure
+    reach its scores (the scores of a few pairs have a non-zero gradient with respect to them): a model that uses its features only in a training loss (BM3) or in a structure
     built from them at load time (FREEDOM's frozen kNN graph) cannot have items promoted by them."""
     modalities = list(hook(model, "modalities") or [])
     if not hook(model, "modality_location") or not modalities:
         raise RecBoleRobustError(f"{type(model).__name__} has no item content features to promote items with")
     names = list(dict.fromkeys(model.modality_location(m)[0] for m in modalities))
     device = named_tensor(model, names[0]).device
-    one = torch.ones(1, dtype=torch.long, device=device)
-    shift = {n: torch.zeros_like(named_tensor(model, n), requires_grad=True) for n in names}
-    tensors = {n: named_tensor(model, n).detach() + shift[n] for n in names}
+    users = torch.arange(1, min(model.n_users, 9), device=device)
+    items = torch.arange(1, min(model.n_items, 9), device=device)
+    pairs = Interaction({model.USER_ID: users.repeat_interleave(len(items)), model.ITEM_ID: items.repeat(len(users))})
     training = model.training
     model.eval()
     try:
-        score = call_with(model, tensors, model.predict, Interaction({model.USER_ID: one, model.ITEM_ID: one}))
-        reached = score.requires_grad and any(
-            g is not None for g in torch.autograd.grad(score.sum(), list(shift.values()), allow_unused=True))
+        grads = gradients(model, names, lambda p: model.predict(p).sum(), pairs)
     finally:
         model.train(training)
-    if not reached:
+    if not any(bool(g.any()) for g in grads.values()):
         raise RecBoleRobustError(
             f"{type(model).__name__}'s scores do not depend on its item content features ({', '.join(names)}), "
             "so items cannot be promoted by them: use a model that scores with its features (VBPR, AMR, MMGCN, "
@@ -115,18 +113,17 @@ def promotion_perturbation(model, names, targets, users, eps, steps=10, step_siz
     chunk = max(1, PAIRS_PER_PASS // len(targets))  # users per pass, so that a pass scores a bounded number of pairs
     model.eval()
 
+    def mean_score(pairs):
+        return model.predict(pairs).sum() / (len(users) * len(targets))
+
     def gradient_at(delta):  # of the targets' mean score, on the target rows only
         grads = {n: torch.zeros_like(delta[n]) for n in names}
         for start in range(0, len(users), chunk):
             part = users[start:start + chunk]
             pairs = Interaction({model.USER_ID: part.repeat_interleave(len(targets)).to(device),
                                  model.ITEM_ID: targets.repeat(len(part)).to(device)})
-            shift = {n: torch.zeros_like(delta[n], requires_grad=True) for n in names}
-            tensors = {n: named_tensor(model, n).detach() + delta[n] + shift[n] for n in names}
-            objective = call_with(model, tensors, model.predict, pairs).sum() / (len(users) * len(targets))
-            for n, g in zip(names, torch.autograd.grad(objective, [shift[n] for n in names], allow_unused=True)):
-                if g is not None:
-                    grads[n] += g * rows
+            for n, g in gradients(model, names, mean_score, pairs, offset=delta).items():
+                grads[n] += g * rows
         return grads
 
     start = {n: torch.zeros_like(named_tensor(model, n)) for n in names}
