@@ -169,7 +169,7 @@ def rank_change_histogram(path, changes, title=None):
     plt.close(fig)
 
 
-def write_sweep_plot(out_dir, name, curves, xlabel, metric, title, log_x=False):
+def write_sweep_plot(out_dir, name, curves, xlabel, ylabel, title, log_x=False):
     """``<name>.png``: one line per label of ``curves`` ({label: [(x, mean, std)]}) with std error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -180,7 +180,7 @@ def write_sweep_plot(out_dir, name, curves, xlabel, metric, title, log_x=False):
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -8,9 +8,11 @@ checkpoint is evaluated on the test set and put through the run's ``attack`` and
   - clean test metrics, mean +- std over each label's checkpoints;
   - paired t-tests (scipy, two-sided, over test users; each user's metric averaged over the label's
     checkpoints) of every label against the first;
-  - for each attack method and target: the attacked metric against eps, one curve per label (mean +- std
-    over checkpoints, PNG), and a table of drops with the paired t-test of clean vs attacked across users;
-  - the noise and adjustment sweeps, the promotion table and curve, the rank-change summary and
+  - for each attack method and target: the metric's relative drop against eps, one curve per label (mean +-
+    std over checkpoints, PNG: labels with different clean levels compare on one scale), and a table of drops
+    with the paired t-test of clean vs attacked across users;
+  - the noise and adjustment sweeps (relative drop, as the attacks), the promotion table and curve, the
+    rank-change summary and
     histogram, and the loss landscapes, where the settings compute them;
 * the PNGs and one CSV per table.
 
@@ -241,14 +243,14 @@ def _attack_sections(page, results, metric, out_dir):
         curves = {}
         for label, runs in results.items():
             clean = [r["clean"][metric] for r in runs]
-            points = [(0.0, float(np.mean(clean)), float(np.std(clean)))]
+            points = [(0.0, 0.0, 0.0)]
             eps_list = sorted({r["eps"] for r in rows_of[label][0] if (r["target"], r["method"]) == (target, method)})
             for eps in eps_list:
                 attacked = [next(x for x in rows if (x["target"], x["method"], x["eps"]) == (target, method, eps))
                             for rows in rows_of[label]]
                 values = [a[metric] for a in attacked]
-                points.append((eps, float(np.mean(values)), float(np.std(values))))
                 drops = [(c - v) / c if c else 0.0 for c, v in zip(clean, values)]
+                points.append((eps, 100 * float(np.mean(drops)), 100 * float(np.std(drops))))
                 clean_users = user_mean([r["per_user"] for r in runs])
                 attacked_users = user_mean([a["per_user"] for a in attacked])
                 if clean_users is None or attacked_users is None:
@@ -260,9 +262,10 @@ def _attack_sections(page, results, metric, out_dir):
                 table.append([label, method, target, eps, float(np.mean(clean)), _mean_std(values),
                               f"{100 * np.mean(drops):.2f}% ± {100 * np.std(drops):.2f}", float(t), float(p)])
             curves[label] = points
-        path = write_sweep_plot(out_dir, f"attack-{method}-{target.replace('+', '_')}", curves, "eps", metric,
-                                f"{method} on {target}")
-        page.image(path, f"{metric} under {method} on {target}, one curve per model")
+        path = write_sweep_plot(out_dir, f"attack-{method}-{target.replace('+', '_')}", curves, "eps",
+                                f"relative drop of {metric} (%)", f"{method} on {target}")
+        page.image(path, f"relative drop of {metric} under {method} on {target}, mean and std over seeds, one curve "
+                         "per model")
     page.table(["model", "attack", "target", "eps", "clean", "attacked", "relative drop", "t (clean vs attacked)", "p"],
                table, "attacks")
 
@@ -274,18 +277,19 @@ def _sweep_section(page, results, name, xs_key, runs_key, xlabel, metric, out_di
     for label, runs in results.items():
         analysis = [r["analysis"][name] for r in runs]
         clean = [r["analysis"]["clean"][metric] for r in runs]
-        points = [(0.0, float(np.mean(clean)), float(np.std(clean)))]
+        points = [(0.0, 0.0, 0.0)]
         for k, x in enumerate(analysis[0][xs_key]):
             means = [np.mean(a[runs_key][k][metric]) for a in analysis]
-            points.append((float(x), float(np.mean(means)), float(np.std(means))))
             drops = [(c - m) / c if c else 0.0 for c, m in zip(clean, means)]
+            points.append((float(x), 100 * float(np.mean(drops)), 100 * float(np.std(drops))))
             table.append([label, x, float(np.mean(clean)), _mean_std(means),
                           f"{100 * np.mean(drops):.2f}% ± {100 * np.std(drops):.2f}"])
         curves[label] = points
     relative = name == "noise" and next(iter(results.values()))[0]["config"]["noise_relative"]
     xlabel = f"{xlabel} (x each tensor's scale)" if relative else xlabel
-    path = write_sweep_plot(out_dir, name, curves, xlabel, metric, heading, log_x=name == "noise")
-    page.image(path, f"{metric} against {xlabel}, one curve per model")
+    path = write_sweep_plot(out_dir, name, curves, xlabel, f"relative drop of {metric} (%)", heading,
+                            log_x=name == "noise")
+    page.image(path, f"relative drop of {metric} against {xlabel}, mean and std over seeds, one curve per model")
     page.table(["model", xlabel, "clean", name, "relative drop"], table, name)
 
 
