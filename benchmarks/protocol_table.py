@@ -74,25 +74,51 @@ def parse_sets(items):
     return common, per_model
 
 
-def plot_landscapes(results, path):
-    """One PNG with the training-loss landscape of each model's first seed, side by side on one colour scale
-    (the MG paper's figure 3)."""
+def landscape_panels(results):
+    """{label: (alphas, betas, losses)} of each label's first seed."""
+    return {label: (np.asarray(l["alphas"]), np.asarray(l["betas"]), np.asarray(l["losses"]))
+            for label, runs in results.items() for l in [runs[0]["analysis"]["landscape"]]}
+
+
+def flatness_rows(panels, radius=0.5):
+    """Per label: the loss at the trained point, and its mean rise within ``radius`` of it and over the grid
+    (a flatter minimum rises less)."""
+    rows = []
+    for label, (alphas, betas, losses) in panels.items():
+        a, b = np.meshgrid(alphas, betas, indexing="ij")
+        centre = losses[np.argmin(np.abs(alphas)), np.argmin(np.abs(betas))]
+        near = np.hypot(a, b) <= radius
+        rows.append([label, centre, (losses[near] - centre).mean(), (losses - centre).mean()])
+    return rows
+
+
+def plot_landscapes(panels, path):
+    """One PNG with the training-loss landscape of each model's first seed (the MG paper's figure 3). A model
+    with and without MG share one colour scale (their losses compare); different models, whose losses differ in
+    kind (BM3's is a self-supervised loss, FREEDOM's BPR), get one scale each."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(label, runs[0]["analysis"]["landscape"]) for label, runs in results.items()]
-    low = min(np.min(p["losses"]) for _, p in panels)
-    high = max(np.max(p["losses"]) for _, p in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True,
-                             constrained_layout=True)
-    for ax, (label, p) in zip(axes[0], panels):
-        contour = ax.contourf(p["betas"], p["alphas"], p["losses"], levels=np.linspace(low, high, 21), cmap="viridis")
-        ax.plot(0, 0, marker="*", color="red", markersize=9)
-        ax.set_title(label)
-        ax.set_xlabel("direction 2")
-    axes[0][0].set_ylabel("direction 1")
-    fig.colorbar(contour, ax=axes[0].tolist(), label="training loss")
+    groups = {}
+    for label in panels:
+        groups.setdefault(label.removesuffix(" + MG"), []).append(label)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, constrained_layout=True)
+    k = 0
+    for labels in groups.values():
+        low = min(panels[l][2].min() for l in labels)
+        high = max(panels[l][2].max() for l in labels)
+        levels = np.linspace(low, high, 21) if high > low else 21
+        group_axes = axes[0][k:k + len(labels)]
+        for ax, label in zip(group_axes, labels):
+            alphas, betas, losses = panels[label]
+            contour = ax.contourf(betas, alphas, losses, levels=levels, cmap="viridis")
+            ax.plot(0, 0, marker="*", color="red", markersize=9)
+            ax.set_title(label)
+            ax.set_xlabel("direction 2")
+            ax.set_ylabel("direction 1")
+        fig.colorbar(contour, ax=group_axes.tolist(), label="training loss")
+        k += len(labels)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -178,8 +204,11 @@ def main():
                        tablefmt="github", floatfmt=".4f"))
 
     if "landscape" in args.analysis:
-        path = plot_landscapes(results, os.path.join(args.checkpoint_dir, f"landscapes-{args.dataset}.png"))
-        print(f"\nloss landscapes (first seed of each model): {path}")
+        panels = landscape_panels(results)
+        path = plot_landscapes(panels, os.path.join(args.checkpoint_dir, f"landscapes-{args.dataset}.png"))
+        print(f"\nloss landscapes (first seed of each model): {path}\n")
+        print(tabulate(flatness_rows(panels), headers=["model", "loss at the minimum", "mean rise within 0.5",
+                                                       "mean rise over the grid"], tablefmt="github", floatfmt=".4f"))
     for name in (a for a in args.analysis if a != "landscape"):
         rows = []
         for label, runs in results.items():
