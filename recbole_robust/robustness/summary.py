@@ -12,8 +12,7 @@ checkpoint is evaluated on the test set and put through the run's ``attack`` and
     std over checkpoints, PNG: labels with different clean levels compare on one scale), and a table of drops
     with the paired t-test of clean vs attacked across users;
   - the noise and adjustment sweeps (relative drop, as the attacks), the promotion table and curve, the
-    rank-change summary and
-    histogram, and the loss landscapes, where the settings compute them;
+    rank-change summary and histogram, and the loss landscapes, where the settings compute them;
 * the PNGs and one CSV per table.
 
 Every checkpoint is read with ``weights_only=True``; the model of a checkpoint is the name stored in it
