@@ -19,7 +19,8 @@ The MG paper's tables are presets of this script (``--table``; an option given a
 table's, ``--set`` adds to its settings): ``mg3`` (table 3: multimodal models with and without MG), ``mg4`` (table 4: embedding noise on
 BM3 and FREEDOM with and without MG), ``mg7`` (table 7: DRAGON plain, SAM, ASAM, SSAM-F and MG) and ``mg9``
 (table 9: LightGCN, LayerGCN and SelfCF with and without MG) and ``mg-fig3`` (figure 3: the loss
-landscapes of BM3 and FREEDOM with and without MG in one PNG), each on tiktok under the MG preset with
+landscapes of BM3 and FREEDOM with and without MG in one PNG, one colour scale per model, and a table of how
+fast each loss rises around its minimum), each on tiktok under the MG preset with
 the paper's top-5 metrics:
 
     python benchmarks/protocol_table.py --table mg7 --seeds 999 1 2

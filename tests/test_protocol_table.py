@@ -21,18 +21,14 @@ def test_flatness_rows_rank_a_sharper_minimum_above_a_flatter_one():
     assert np.isclose(rows["sharp"][2], 4 * rows["flat"][2])  # rise over the grid
 
 
-def test_landscapes_of_a_model_with_and_without_mg_share_one_colour_scale(tmp_path):
+def test_landscapes_of_a_model_with_and_without_mg_share_one_colour_scale(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     panels = {"BM3": bowl(2.0, 1.0), "BM3 + MG": bowl(1.0, 1.0), "FREEDOM": bowl(0.01, 0.2),
               "FREEDOM + MG": bowl(0.02, 0.2)}
-    figures = []
-    original = plt.Figure.savefig
-    plt.Figure.savefig = lambda self, *a, **k: (figures.append(self), original(self, *a, **k))[1]
-    try:
-        path = plot_landscapes(panels, str(tmp_path / "out" / "landscapes.png"))
-    finally:
-        plt.Figure.savefig = original
+    figures, original = [], plt.Figure.savefig
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: (figures.append(self), original(self, *a, **k))[1])
+    path = plot_landscapes(panels, str(tmp_path / "out" / "landscapes.png"))
     assert os.path.getsize(path) > 0
     axes = [ax for ax in figures[0].axes if ax.get_title()]
     limits = {ax.get_title(): ax.collections[0].get_clim() for ax in axes}
