@@ -33,8 +33,9 @@ PAIRS_PER_PASS = 1 << 16
 
 def content_tensors(model):
     """Names of the model's item content feature tensors (one per modality, or one shared), checked to
-    reach its scores (the scores of a few pairs have a non-zero gradient with respect to them): a model that uses its features only in a training loss (BM3) or in a structure
-    built from them at load time (FREEDOM's frozen kNN graph) cannot have items promoted by them."""
+    reach its scores (the scores of a few pairs have a non-zero gradient with respect to them): a model that
+    uses its features only in a training loss (BM3) or in a structure built from them at load time (FREEDOM's
+    frozen kNN graph) cannot have items promoted by them."""
     modalities = list(hook(model, "modalities") or [])
     if not hook(model, "modality_location") or not modalities:
         raise RecBoleRobustError(f"{type(model).__name__} has no item content features to promote items with")

@@ -34,7 +34,7 @@ from tabulate import tabulate
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.robustness import runs as runs_module
 from recbole_robust.robustness.compare import evaluate_per_user, paired_t_test
-from recbole_robust.robustness.report import rank_change_histogram, write_csv, write_sweep_plot
+from recbole_robust.robustness.report import drop, rank_change_histogram, write_csv, write_sweep_plot
 from recbole_robust.utils import atomic_write
 
 
@@ -54,6 +54,11 @@ def parse_groups(items):
 def _mean_std(values):
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.4f} ± {values.std():.4f}"
+
+
+def _percent(drops):
+    """Relative drops in % (one per seed) as a table cell: mean ± std."""
+    return f"{np.mean(drops):.2f}% ± {np.std(drops):.2f}"
 
 
 class Page:
@@ -248,8 +253,8 @@ def _attack_sections(page, results, metric, out_dir):
                 attacked = [next(x for x in rows if (x["target"], x["method"], x["eps"]) == (target, method, eps))
                             for rows in rows_of[label]]
                 values = [a[metric] for a in attacked]
-                drops = [(c - v) / c if c else 0.0 for c, v in zip(clean, values)]
-                points.append((eps, 100 * float(np.mean(drops)), 100 * float(np.std(drops))))
+                drops = 100 * np.array([drop(c, v) for c, v in zip(clean, values)])  # %, one per seed
+                points.append((eps, float(drops.mean()), float(drops.std())))
                 clean_users = user_mean([r["per_user"] for r in runs])
                 attacked_users = user_mean([a["per_user"] for a in attacked])
                 if clean_users is None or attacked_users is None:
@@ -259,7 +264,7 @@ def _attack_sections(page, results, metric, out_dir):
                 else:
                     t, p = 0.0, 1.0
                 table.append([label, method, target, eps, float(np.mean(clean)), _mean_std(values),
-                              f"{100 * np.mean(drops):.2f}% ± {100 * np.std(drops):.2f}", float(t), float(p)])
+                              _percent(drops), float(t), float(p)])
             curves[label] = points
         path = write_sweep_plot(out_dir, f"attack-{method}-{target.replace('+', '_')}", curves, "eps",
                                 f"relative drop of {metric} (%)", f"{method} on {target}")
@@ -279,10 +284,9 @@ def _sweep_section(page, results, name, xs_key, runs_key, xlabel, metric, out_di
         points = [(0.0, 0.0, 0.0)]
         for k, x in enumerate(analysis[0][xs_key]):
             means = [np.mean(a[runs_key][k][metric]) for a in analysis]
-            drops = [(c - m) / c if c else 0.0 for c, m in zip(clean, means)]
-            points.append((float(x), 100 * float(np.mean(drops)), 100 * float(np.std(drops))))
-            table.append([label, x, float(np.mean(clean)), _mean_std(means),
-                          f"{100 * np.mean(drops):.2f}% ± {100 * np.std(drops):.2f}"])
+            drops = 100 * np.array([drop(c, m) for c, m in zip(clean, means)])  # %, one per seed
+            points.append((float(x), float(drops.mean()), float(drops.std())))
+            table.append([label, x, float(np.mean(clean)), _mean_std(means), _percent(drops)])
         curves[label] = points
     relative = name == "noise" and next(iter(results.values()))[0]["config"]["noise_relative"]
     xlabel = f"{xlabel} (x each tensor's scale)" if relative else xlabel
