@@ -9,6 +9,7 @@ uses any of them. It does not read ``sys.argv``: the CLI turns the command line 
 ``parse_overrides``. Plain ``recbole.config.Config`` is left as RecBole wrote it.
 """
 import ast
+import math
 import numbers
 import os
 
@@ -16,14 +17,68 @@ import yaml
 from recbole.config import Config
 
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.resources import MAX_NESTING
 
 LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam")
+KD_DAGFM_TEACHERS = ("CrossNet", "CINComp")
+"""The classes RecBole's KD_DAGFM can build as its teacher: it runs ``eval(config['teacher'])``."""
+
+RECBOLE_EVALUATED = {
+    "recbole/config/configurator.py": "Config._convert_config_dict: overridden by PluginConfig (parse_value)",
+    "recbole/trainer/hyper_tuning.py": "HyperTuning's search-space reader: never used (the plugin's tune.py)",
+    "recbole/model/context_aware_recommender/kd_dagfm.py": "config['teacher']: SETTINGS allows KD_DAGFM_TEACHERS",
+}
+"""Every file of RecBole 1.2.1 that calls ``eval`` on a value, and what makes the plugin's pipeline safe from
+it; ``tests/test_hardening.py`` reads RecBole's source and fails on a call not listed here."""
+
+
+MAX_VALUE_CHARS = 100_000
+"""Longest string value parsed (a command-line or search-space value)."""
+
+
+def nesting(value):
+    """How deep lists, tuples and mappings nest in ``value`` (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple, set)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_NESTING:
+                break
+            stack += [(x, depth) for x in item]
+    return deepest
+
+
+def check_nesting(key, value):
+    if nesting(value) > MAX_NESTING:
+        raise RecBoleRobustError(f"{key} holds lists or mappings nested more than {MAX_NESTING} deep")
+
+
+def _bracket_depth(text):
+    depth = deepest = 0
+    for c in text:
+        if c in "[({":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "])}":
+            depth -= 1
+    return deepest
 
 
 def parse_value(text):
-    """A command-line or search-space string as a value, without evaluating code."""
+    """A command-line or search-space string as a value, without evaluating code.
+
+    Strings over ``MAX_VALUE_CHARS`` characters or nested deeper than ``MAX_NESTING`` are refused.
+    """
     if not isinstance(text, str):
         return text
+    if len(text) > MAX_VALUE_CHARS:
+        raise RecBoleRobustError(f"a value of {len(text)} characters is longer than the {MAX_VALUE_CHARS} allowed")
+    if _bracket_depth(text) > MAX_NESTING:
+        raise RecBoleRobustError(f"a value nests lists or mappings more than {MAX_NESTING} deep")
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -45,8 +100,11 @@ def parse_overrides(args):
     for arg in args:
         key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if not key or not sep:
-            raise RecBoleRobustError(f"unrecognised argument {arg!r}: settings are given as --key=value")
-        overrides[key] = parse_value(value)
+            raise RecBoleRobustError(f"unrecognised argument {arg[:100]!r}: settings are given as --key=value")
+        try:
+            overrides[key] = parse_value(value)
+        except RecBoleRobustError as e:
+            raise RecBoleRobustError(f"--{key}: {e}") from None
     return overrides
 
 
@@ -73,7 +131,7 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _positive_int(v):
@@ -175,6 +233,8 @@ SETTINGS = {
     "foldin_ratio": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "negatives_from": (lambda v: v in ("all", "train"), "all or train"),
     "valid_ties_improve": (lambda v: isinstance(v, bool), "True or False"),
+    # settings that RecBole 1.2.1 passes to eval(): only the names it can mean (RECBOLE_EVALUATED)
+    "teacher": (lambda v: v in KD_DAGFM_TEACHERS, f"one of {', '.join(KD_DAGFM_TEACHERS)} (KD_DAGFM's teacher network)"),
 }
 PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "analysis_dir")
 
@@ -182,6 +242,7 @@ PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "anal
 def check_settings(settings, source=""):
     """One-line error for the first setting of ``settings`` whose value has the wrong type or range."""
     for key, value in settings.items():
+        check_nesting(f"{source}{key}", value)
         if key in SETTINGS:
             check, expected = SETTINGS[key]
             if not check(value):

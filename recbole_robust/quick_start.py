@@ -18,11 +18,11 @@ from tabulate import tabulate
 
 from recbole_robust import resources
 from recbole_robust.config import PluginConfig, check_metrics, check_settings, read_settings_file
-from recbole_robust.data.prepare import check_dataset_exists
+from recbole_robust.data.prepare import check_dataset_exists, undo_on_error
 from recbole_robust.data.heldout import check_heldout, use_heldout_split
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
-from recbole_robust.robustness import runs
+from recbole_robust.robustness import promotion, runs
 from recbole_robust.trainer import init_from_checkpoint, load_checkpoint
 from recbole_robust.trainer.trainer import best_checkpoint_file, check_compatible, check_training_options
 from recbole_robust.utils import writable_folder
@@ -36,10 +36,7 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, preset=
     (``properties/presets/<name>/<Model>.yaml``, e.g. the MG release's configs); both are read before
     the user's config files, so anything the user sets wins.
     """
-    if not model:
-        raise RecBoleRobustError("no model given (use --model=<name>)")
-    if not dataset:
-        raise RecBoleRobustError("no dataset given (use --dataset=<name>)")
+    check_arguments(model, dataset, config_file_list, config_dict, preset)
     get_model(model)
     files = list(config_file_list or [])
     for path in files:
@@ -56,6 +53,35 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, preset=
     check_dataset_exists(config)
     check_metrics(config)
     return config
+
+
+def check_arguments(model, dataset, config_file_list, config_dict, preset):
+    """The Python API's arguments have the types the command line gives them: one-line errors."""
+    if not model:
+        raise RecBoleRobustError("no model given (use --model=<name>)")
+    if not dataset:
+        raise RecBoleRobustError("no dataset given (use --dataset=<name>)")
+    for what, value in (("model", model), ("dataset", dataset), ("preset", preset)):
+        if value is not None and not isinstance(value, str):
+            raise RecBoleRobustError(f"{what} must be a name (a string), got {value!r}")
+    if preset is not None and (not preset or not all(c.isalnum() or c in "_-" for c in preset)):
+        raise RecBoleRobustError(f"unknown preset '{preset}': a preset is a name, not a path; "
+                                 f"presets: {', '.join(resources.preset_names())}")
+    if config_dict is not None and not isinstance(config_dict, dict):
+        raise RecBoleRobustError(f"config_dict must be a dict of settings, got a {type(config_dict).__name__}")
+    if config_file_list is not None and (
+            not isinstance(config_file_list, (list, tuple)) or not all(isinstance(f, str) for f in config_file_list)):
+        raise RecBoleRobustError(f"config_file_list must be a list of file names, got {config_file_list!r}")
+
+
+def check_data_options(config, dataset, train_data):
+    """Settings that depend on the loaded data, checked before the model is built or trained."""
+    n_items = dataset.item_num - 1  # without RecBole's padding id 0
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    if topk and max(topk) > n_items:
+        raise RecBoleRobustError(f"topk {max(topk)} is larger than the {n_items} items of dataset '{config.dataset}'")
+    if "promotion" in runs.analysis_names(config):  # the same check the analysis makes when it draws targets
+        promotion.choose_targets(train_data.dataset.inter_matrix(form="csr"), config["promotion_items"], config["seed"])
 
 
 def load_data(config):
@@ -119,24 +145,26 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
 
     Returns ``(config, dataset, (train, valid, test), trainer)``.
     """
-    config = make_config(model, dataset, config_file_list, config_dict, preset)
-    if resume and checkpoint:
-        raise RecBoleRobustError("--resume and --checkpoint exclude each other")
-    loaded = {path: load_checkpoint(path, "cpu", model=config["model"]) for path in (resume, checkpoint) if path}
-    if resume and not os.path.isfile(best_checkpoint_file(resume)):
-        raise RecBoleRobustError(f"--resume {resume}: the run's best checkpoint {best_checkpoint_file(resume)} "
-                                 "is not beside it")
-    check_output_folders(config, resume)
-    refuse_pickled_caches(config)
-    dataset, train_data, valid_data, test_data = load_data(config)
-    model = build_model(config, train_data)
-    for path, saved in loaded.items():
-        check_compatible(path, saved, config, model, resume=path == resume)
-    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    check_training_options(trainer_class, config, model)  # invalid adversarial / MG settings fail here
-    runs.check_robustness_options(config, model)
-    if pretrained:
-        shared, missing = init_from_checkpoint(model, pretrained, config["device"])
+    with undo_on_error():  # a refused run removes the dataset build it made (data/prepare.py)
+        config = make_config(model, dataset, config_file_list, config_dict, preset)
+        if resume and checkpoint:
+            raise RecBoleRobustError("--resume and --checkpoint exclude each other")
+        loaded = {path: load_checkpoint(path, "cpu", model=config["model"]) for path in (resume, checkpoint) if path}
+        if resume and not os.path.isfile(best_checkpoint_file(resume)):
+            raise RecBoleRobustError(f"--resume {resume}: the run's best checkpoint {best_checkpoint_file(resume)} "
+                                     "is not beside it")
+        check_output_folders(config, resume)
+        refuse_pickled_caches(config)
+        dataset, train_data, valid_data, test_data = load_data(config)
+        check_data_options(config, dataset, train_data)
+        model = build_model(config, train_data)
+        for path, saved in loaded.items():
+            check_compatible(path, saved, config, model, resume=path == resume)
+        trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+        check_training_options(trainer_class, config, model)  # invalid adversarial / MG settings fail here
+        runs.check_robustness_options(config, model)
+        if pretrained:
+            shared, missing = init_from_checkpoint(model, pretrained, config["device"])
 
     init_logger(config)
     logger = getLogger()

@@ -4,11 +4,14 @@ Both folders are mapped into the package by setup.py, so ``importlib.resources``
 editable install and from a wheel alike. YAML is read with RecBole's loader, so values such as
 ``1e-3`` are floats exactly as in RecBole's own config files.
 """
+import os
 from importlib import resources
 from pathlib import Path
 
 import yaml
 from recbole.config import Config
+
+from recbole_robust.errors import RecBoleRobustError
 
 
 def _folder(name):
@@ -25,11 +28,54 @@ def _resource(folder, name):
     return path if path.is_file() else None
 
 
+MAX_YAML_BYTES = 1 << 20
+"""Largest YAML file read (config files, search spaces, presets): settings fit in far less."""
+MAX_YAML_ALIASES = 20
+"""Most aliases (``*name``) in one YAML file. n aliases expand a document at most ~3^(n/3)-fold, so 20
+keep any file under ~1,600 times its size; the 81 of a "billion laughs" bomb expand 9^9-fold."""
+MAX_NESTING = 50
+"""Deepest nesting of lists / mappings in a YAML file or a value (``config.check_nesting``)."""
+
+
+def _limited_loader():
+    """RecBole's YAML loader, refusing alias bombs and deep nesting while it composes the document."""
+    base = Config._build_yaml_loader(None)  # RecBole's loader; the method does not use self
+
+    class LimitedLoader(base):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.aliases, self.depth = 0, 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    raise RecBoleRobustError(f"more than {MAX_YAML_ALIASES} YAML aliases (an alias bomb?)")
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise RecBoleRobustError(f"lists or mappings nested more than {MAX_NESTING} deep")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return LimitedLoader
+
+
 def read_yaml(path):
-    """The content of a YAML file (``None`` when it is empty), read with RecBole's loader."""
-    loader = Config._build_yaml_loader(None)  # RecBole's loader; the method does not use self
+    """The content of a YAML file (``None`` when it is empty), read with RecBole's loader.
+
+    Files over ``MAX_YAML_BYTES``, with more than ``MAX_YAML_ALIASES`` aliases or nested deeper than
+    ``MAX_NESTING`` are refused with one line naming the file.
+    """
+    size = os.path.getsize(path)
+    if size > MAX_YAML_BYTES:
+        raise RecBoleRobustError(f"{path} is {size} bytes; settings files are limited to {MAX_YAML_BYTES} bytes")
     with open(path, "r", encoding="utf-8") as f:
-        return yaml.load(f, Loader=loader)
+        try:
+            return yaml.load(f, Loader=_limited_loader())
+        except RecBoleRobustError as e:
+            raise RecBoleRobustError(f"{path}: {e}") from None
 
 
 def overall_file():

@@ -11,7 +11,14 @@ files (size and modification time); a changed source or builder rebuilds. A buil
 processes never build the same dataset at once and neither deletes a finished build the other is
 reading; it is written to a temporary folder and renamed into place, and temporaries left by a
 killed build are removed by the next build.
+
+The builder removes only what it wrote itself: every folder it creates holds ``BUILD_MARKER`` from its
+first moment, and a folder without it (a user's data, anything else) is never removed or replaced. A
+build folder that overlaps a data folder is refused when the ``Config`` is made (``check_build_target``).
+What a build creates is recorded (``undo_on_error``), so a run refused after its dataset was built
+(``quick_start.prepare_run``) leaves nothing behind: neither the build, nor its lock, nor the folders.
 """
+import contextlib
 import glob
 import json
 import os
@@ -27,6 +34,11 @@ from recbole_robust.resources import dataset_config, dataset_names
 
 DATA_ENV = "RECBOLE_ROBUST_DATA"
 BUILD_INFO = "build.json"
+BUILD_MARKER = ".recbole-robust-build"
+"""Written first into every folder the builder creates; only a folder holding it is ever removed."""
+
+_created = []
+"""Paths created by this process's builds, newest last (folders, lock files); see ``undo_on_error``."""
 
 
 def data_roots(explicit_path=None):
@@ -93,36 +105,133 @@ def _temporary_prefix(name):
     return f".{name}-build-"
 
 
+def is_own_folder(folder):
+    """Whether ``folder`` was written by the builder (its marker; or ``build.json`` of a build made
+    before the marker existed)."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return False
+    if os.path.isfile(os.path.join(folder, BUILD_MARKER)):
+        return True
+    info = _read_info(folder)
+    return isinstance(info, dict) and isinstance(info.get("fingerprint"), dict) \
+        and "builder_version" in info["fingerprint"]
+
+
+def _inside(path, folder):
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_build_target(name, build_dir, data_folders):
+    """Refuse a build folder that overlaps a data folder, or that exists and is not the builder's own.
+
+    ``data_folders``: the data roots searched and the dataset's source folder. A build in (or over) a
+    data folder would write among, or replace, the user's source files.
+    """
+    target = os.path.join(os.path.abspath(build_dir), name)
+    for folder in data_folders:
+        if _inside(build_dir, folder) or _inside(folder, target):
+            raise RecBoleRobustError(
+                f"build_dir {build_dir} overlaps the data folder {folder}: builds are written outside the "
+                "source data (choose another --build_dir)")
+    if os.path.lexists(target) and not is_own_folder(target):
+        raise RecBoleRobustError(
+            f"build folder {target} exists and was not written by recbole-robust; it is left as it is "
+            "(remove it or choose another --build_dir)")
+
+
+def _remove_created(paths):
+    for path in reversed(paths):
+        if os.path.isdir(path) and not os.path.islink(path):
+            if is_own_folder(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)  # a folder made for the build: removed only while it is empty
+        elif os.path.isfile(path):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+@contextlib.contextmanager
+def undo_on_error():
+    """If the block raises, remove what builds created since it began (build folders, locks, parents).
+
+    On success the record is kept, so an enclosing block can still undo it.
+    """
+    mark = len(_created)
+    try:
+        yield
+    except BaseException:
+        _remove_created(_created[mark:])
+        del _created[mark:]
+        raise
+
+
+def _makedirs(folder):
+    """``os.makedirs`` that records each folder it creates."""
+    missing = []
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(missing[0] if missing else folder, exist_ok=True)
+    _created.extend(reversed(missing))
+
+
+def _remove_stale_temporaries(build_dir, name):
+    """Temporaries of a killed build of ``name`` (the caller holds the lock); only the builder's own."""
+    for stale in glob.glob(os.path.join(glob.escape(build_dir), _temporary_prefix(name) + "*")):
+        if is_own_folder(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        elif os.path.isdir(stale):
+            with contextlib.suppress(OSError):
+                os.rmdir(stale)  # killed before its marker was written: empty
+
+
 def build_dataset(name, build, source_dir, files, build_dir):
-    """Build (or reuse the cached build of) dataset ``name``; return ``(folder, build info)``."""
+    """Build (or reuse the cached build of) dataset ``name``; return ``(folder, build info)``.
+
+    A failed build leaves nothing behind; what a finished one created stays recorded for the caller's
+    ``undo_on_error``.
+    """
     target = os.path.abspath(os.path.join(build_dir, name))
     fingerprint = _fingerprint(name, build, source_dir, files)
     info = _read_info(target)
-    if info is not None and info["fingerprint"] == fingerprint:
+    if info is not None and is_own_folder(target) and info["fingerprint"] == fingerprint:
         return target, info
-    os.makedirs(build_dir, exist_ok=True)
-    with FileLock(os.path.join(build_dir, f".{name}.lock")):
-        info = _read_info(target)  # another process may have finished the build while we waited
-        if info is not None and info["fingerprint"] == fingerprint:
-            return target, info
-        for stale in glob.glob(os.path.join(build_dir, _temporary_prefix(name) + "*")):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build (we hold the lock)
-        getLogger().info(f"Building dataset '{name}' from {source_dir} into {target}")
-        tmp = tempfile.mkdtemp(prefix=_temporary_prefix(name), dir=build_dir)
-        try:
-            options = {k: v for k, v in build.items() if k not in ("builder", "sources", "recbole_example")}
-            meta = BUILDERS[build["builder"]](source_dir, tmp, name, **options)
-            with open(os.path.join(tmp, BUILD_INFO), "w", encoding="utf-8") as f:
-                json.dump({"fingerprint": fingerprint, **meta}, f, indent=1)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        except RecBoleRobustError:
-            raise
-        except (OSError, ValueError, KeyError) as e:
-            raise RecBoleRobustError(f"could not build dataset '{name}' from {source_dir}: {e}") from e
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with undo_on_error():
+        _makedirs(build_dir)
+        lock = os.path.join(build_dir, f".{name}.lock")
+        if not os.path.exists(lock):
+            _created.append(lock)
+        with FileLock(lock):
+            info = _read_info(target)  # another process may have finished the build while we waited
+            if info is not None and is_own_folder(target) and info["fingerprint"] == fingerprint:
+                return target, info
+            if os.path.lexists(target) and not is_own_folder(target):
+                raise RecBoleRobustError(f"build folder {target} exists and was not written by recbole-robust")
+            _remove_stale_temporaries(build_dir, name)
+            getLogger().info(f"Building dataset '{name}' from {source_dir} into {target}")
+            tmp = tempfile.mkdtemp(prefix=_temporary_prefix(name), dir=build_dir)
+            try:
+                open(os.path.join(tmp, BUILD_MARKER), "w").close()
+                options = {k: v for k, v in build.items() if k not in ("builder", "sources", "recbole_example")}
+                meta = BUILDERS[build["builder"]](source_dir, tmp, name, **options)
+                with open(os.path.join(tmp, BUILD_INFO), "w", encoding="utf-8") as f:
+                    json.dump({"fingerprint": fingerprint, **meta}, f, indent=1)
+                if os.path.lexists(target):
+                    shutil.rmtree(target)  # the builder's own previous build (checked above)
+                os.rename(tmp, target)
+                _created.append(target)
+            except RecBoleRobustError:
+                raise
+            except (OSError, ValueError, KeyError) as e:
+                raise RecBoleRobustError(f"could not build dataset '{name}' from {source_dir}: {e}") from e
+            finally:
+                if os.path.isdir(tmp):
+                    shutil.rmtree(tmp, ignore_errors=True)
     return target, _read_info(target)
 
 
@@ -162,9 +271,13 @@ def plugin_source(name, external, plugin_first):
 
 
 def set_build_target(config, source):
-    """Point ``config`` at the build folder of its plugin dataset (built later, by ``ensure_built``)."""
+    """Point ``config`` at the build folder of its plugin dataset (built later, by ``ensure_built``).
+
+    A build folder that overlaps the data is refused here, before anything is read or written.
+    """
     name = config.dataset
     source_dir, files = source
+    check_build_target(name, config["build_dir"], [*data_roots(config.external_config_dict.get("data_path")), source_dir])
     config["data_path"] = os.path.abspath(os.path.join(config["build_dir"], name))
     config["plugin_build"] = {"build": dataset_config(name)["build"], "source_dir": source_dir, "files": files}
 

@@ -24,6 +24,8 @@ its examples' losses (RecBole's losses are means; the direction of ``g`` is the 
 
 Perturbed tensors are injected with ``torch.func.functional_call``, without copying the model.
 """
+import math
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -152,8 +154,8 @@ def parse_terms(config, model):
     eps = _per_term(config["adv_eps"], len(groups), "adv_eps")
     lam = _per_term(config["adv_lambda"], len(groups), "adv_lambda")
     for key, values in (("adv_eps", eps), ("adv_lambda", lam)):
-        if any(v < 0 for v in values):
-            raise RecBoleRobustError(f"{key} must be >= 0, got {min(values)}")
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise RecBoleRobustError(f"{key} must be finite numbers >= 0, got {config[key]!r}")
     if config["adv_type"] not in ADV_TYPES:
         raise RecBoleRobustError(f"adv_type must be one of {', '.join(ADV_TYPES)}, not '{config['adv_type']}'")
     return [AdversarialTerm(g, [allowed[n] for n in g], e, l) for g, e, l in zip(groups, eps, lam)]
