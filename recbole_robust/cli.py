@@ -1,14 +1,15 @@
 """Command line of ``run_recbole_robust.py``: parse, then call ``quick_start`` (which logs the result table).
 
 Bad input (unknown model or dataset, missing or malformed files, invalid values) prints one line
-``error: ...`` on stderr and exits with code 2; a training loss that turns NaN stops the run with
-one ``error:`` line (naming the checkpoint kept) and exit code 1.
+``error: ...`` on stderr and exits with code 2; a training loss that turns NaN, or a full disk, stops
+the run with one ``error:`` line (naming the checkpoint kept) and exit code 1; Ctrl-C with one line
+naming the last complete checkpoint and exit code 130.
 """
 import argparse
 import os
 import sys
 
-from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
+from recbole_robust.errors import Interrupted, OutputFailed, RecBoleRobustError, TrainingDiverged
 
 EPILOG = """\
 Any other RecBole parameter is given as --key=value and overrides config files, e.g.
@@ -149,9 +150,15 @@ def main(argv=None):
     except RecBoleRobustError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except TrainingDiverged as e:
+    except (TrainingDiverged, OutputFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     if "attack" in result:
         print(f"attack report: {result['attack']['files']['md']}")
     if result["saved_model_file"]:

@@ -12,6 +12,7 @@ import ast
 import math
 import numbers
 import os
+import re
 
 import yaml
 from recbole.config import Config
@@ -177,6 +178,45 @@ def _analyses():
     return ANALYSES
 
 
+LOG_LEVELS = ("info", "debug", "warning", "error", "critical")
+EVAL_MODE = re.compile(r"^(full|labeled|uni[1-9][0-9]*|pop[1-9][0-9]*)$")
+
+
+def _eval_mode_ok(mode):
+    if isinstance(mode, dict):
+        return set(mode) <= {"valid", "test"} and all(_eval_mode_ok(m) for m in mode.values())
+    return isinstance(mode, str) and EVAL_MODE.match(mode) is not None
+
+
+def _eval_args_problem(v):
+    """What is wrong with an ``eval_args`` mapping (RecBole's keys split / order / group_by / mode), or None."""
+    if not isinstance(v, dict):
+        return "not a mapping"
+    split = v.get("split")
+    if split is not None:
+        if not isinstance(split, dict) or len(split) != 1 or next(iter(split)) not in ("RS", "LS"):
+            return "split"
+        kind, value = next(iter(split.items()))
+        if kind == "RS" and not (isinstance(value, list) and len(value) == 3 and _numbers(value, 0) and sum(value) > 0):
+            return "split RS"
+        if kind == "LS" and value not in ("valid_and_test", "valid_only", "test_only"):
+            return "split LS"
+    if v.get("order") not in (None, "RO", "TO"):
+        return "order"
+    if v.get("group_by") not in (None, "user", "none"):
+        return "group_by"
+    if "mode" in v and not _eval_mode_ok(v["mode"]):
+        return "mode"
+    return None
+
+
+def _negative_sampling_ok(v):
+    distribution = v.get("distribution", "uniform")
+    if distribution in (None, "none", "None"):
+        return True
+    return distribution in ("uniform", "popularity") and _positive_int(v.get("sample_num", 1))
+
+
 # name: (check, what a valid value is). Checked on the user's own settings (files, dict, command line)
 SETTINGS = {
     "epochs": (_positive_int, "an integer >= 1"),
@@ -191,7 +231,13 @@ SETTINGS = {
     "topk": (lambda v: _int_list(v, 1), "an integer >= 1 or a list of them"),
     "metrics": (lambda v: _str_list(v, _metric_names()), "RecBole metric names (recall, ndcg, hit, mrr ...)"),
     "valid_metric": (lambda v: isinstance(v, str) and v != "", "a metric name such as recall@20"),
-    "eval_args": (lambda v: isinstance(v, dict), "a mapping such as {'split': {'RS': [0.8, 0.1, 0.1]}, 'mode': 'full'}"),
+    "eval_args": (lambda v: _eval_args_problem(v) is None, "a mapping such as {'split': {'RS': [0.8, 0.1, 0.1]}, "
+                  "'order': 'RO', 'group_by': 'user', 'mode': 'full'}"),
+    "train_neg_sample_args": (lambda v: v is None or isinstance(v, dict) and _negative_sampling_ok(v),
+                              "~ or a mapping such as {'distribution': 'uniform', 'sample_num': 1} "
+                              "(distribution uniform, popularity or none; sample_num an integer >= 1)"),
+    "state": (lambda v: v is None or isinstance(v, str) and v.lower() in LOG_LEVELS,
+              f"a log level: {', '.join(LOG_LEVELS)}"),
     "learner": (lambda v: isinstance(v, str) and v.lower() in LEARNERS, f"one of {', '.join(LEARNERS)}"),
     "adv_learner": (lambda v: v is None or isinstance(v, str) and v.lower() in LEARNERS,
                     f"one of {', '.join(LEARNERS)}"),

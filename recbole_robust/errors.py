@@ -13,3 +13,18 @@ class TrainingDiverged(RuntimeError):
 
     The CLI prints it as one ``error:`` line and exits with code 1 (not 2: the input was valid).
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped (Ctrl-C); the message names the last complete checkpoint to ``--resume`` from.
+
+    A ``KeyboardInterrupt``, so callers that catch Ctrl-C still do; the CLI prints it as one ``error:``
+    line and exits with code 130, as a shell does for SIGINT.
+    """
+
+
+class OutputFailed(RuntimeError):
+    """A file could not be written (the disk is full); the previous file, if any, is kept.
+
+    The CLI prints it as one ``error:`` line and exits with code 1.
+    """

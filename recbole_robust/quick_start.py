@@ -12,6 +12,7 @@ import os
 import sys
 from logging import getLogger
 
+import recbole
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 from tabulate import tabulate
@@ -20,12 +21,13 @@ from recbole_robust import resources
 from recbole_robust.config import PluginConfig, check_metrics, check_settings, read_settings_file
 from recbole_robust.data.prepare import check_dataset_exists, undo_on_error
 from recbole_robust.data.heldout import check_heldout, use_heldout_split
-from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.errors import Interrupted, RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
 from recbole_robust.robustness import promotion, runs
 from recbole_robust.trainer import init_from_checkpoint, load_checkpoint
-from recbole_robust.trainer.trainer import best_checkpoint_file, check_compatible, check_training_options
-from recbole_robust.utils import writable_folder
+from recbole_robust.trainer.trainer import (best_checkpoint_file, check_compatible, check_training_options,
+                                            last_checkpoint_file)
+from recbole_robust.utils import remove_stale_temporaries, writable_folder
 
 
 def make_config(model, dataset, config_file_list=None, config_dict=None, preset=None):
@@ -74,8 +76,11 @@ def check_arguments(model, dataset, config_file_list, config_dict, preset):
         raise RecBoleRobustError(f"config_file_list must be a list of file names, got {config_file_list!r}")
 
 
-def check_data_options(config, dataset, train_data):
+def check_data_options(config, dataset, train_data, test_data):
     """Settings that depend on the loaded data, checked before the model is built or trained."""
+    if len(test_data.dataset) == 0:
+        raise RecBoleRobustError(f"the test split of dataset '{config.dataset}' holds no interactions: "
+                                 "nothing could be evaluated (check the split, eval_args and the filters)")
     n_items = dataset.item_num - 1  # without RecBole's padding id 0
     topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
     if topk and max(topk) > n_items:
@@ -111,7 +116,9 @@ def result_table(best_valid_result, test_result):
 
 def check_output_folders(config, resume=None):
     """Every folder the run will write to must be writable: checked before anything is written."""
-    folders = {"checkpoint_dir": config["checkpoint_dir"], "working folder (log/)": os.getcwd()}
+    folders = {"checkpoint_dir": config["checkpoint_dir"], "working folder (log/)": os.getcwd(),
+               "log folder": os.path.join(os.getcwd(), "log"),
+               "tensorboard folder": os.path.join(os.getcwd(), "log_tensorboard")}
     if config["plugin_build"]:
         folders["build_dir"] = config["build_dir"]
     if resume:
@@ -122,7 +129,8 @@ def check_output_folders(config, resume=None):
     for what, path in folders.items():
         folder, ok = writable_folder(path)
         if not ok:
-            raise RecBoleRobustError(f"{what} {path} cannot be written to ({folder} is read-only)")
+            reason = "is read-only" if os.path.isdir(folder) else "is a file, not a folder"
+            raise RecBoleRobustError(f"{what} {path} cannot be written to ({folder} {reason})")
 
 
 def refuse_pickled_caches(config):
@@ -139,12 +147,62 @@ def refuse_pickled_caches(config):
                                      "remove it (the plugin never loads pickled datasets)")
 
 
-def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=None, resume=None,
-                pretrained=None, checkpoint=None):
-    """Everything a run needs, validated before the logger writes anything.
+RECBOLE_DIR = os.path.dirname(os.path.abspath(recbole.__file__)) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-    Returns ``(config, dataset, (train, valid, test), trainer)``.
+
+def raised_by_recbole(error):
+    """Whether ``error`` arose in RecBole's own code: the innermost frame of RecBole or the plugin in its
+    traceback is RecBole's (libraries below it, e.g. pandas, may have raised it for RecBole)."""
+    owner, tb = None, error.__traceback__
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if path.startswith(RECBOLE_DIR):
+            owner = "recbole"
+        elif path.startswith(PACKAGE_DIR):
+            owner = "plugin"
+        tb = tb.tb_next
+    return owner == "recbole"
+
+
+def refusal(error):
+    """A ``RecBoleRobustError`` (one line) for what RecBole's own validation raised, or ``None``.
+
+    RecBole checks many settings and files itself, deep inside ``Config``, ``create_dataset`` and
+    ``data_preparation`` (an unknown evaluation mode, ranking and value metrics mixed, a filter that
+    removes every user, a field not in the data ...); those are input errors, not crashes.
     """
+    if isinstance(error, MemoryError) or isinstance(error, RuntimeError) and "allocate" in str(error):
+        first = str(error).splitlines()[0] if str(error) else "out of memory"
+        return RecBoleRobustError(f"not enough memory for this model and data ({first[:200]}); "
+                                  "lower embedding_size or the batch sizes")
+    if isinstance(error, RecBoleRobustError) or not raised_by_recbole(error) or not isinstance(
+            error, (ValueError, KeyError, NotImplementedError, AssertionError, IndexError, TypeError, RuntimeError)):
+        return None
+    if isinstance(error, KeyError):
+        return RecBoleRobustError(f"RecBole refused the settings or data: no field or setting {error.args[0]!r} "
+                                  "(check load_col, USER_ID_FIELD, ITEM_ID_FIELD and the atomic files' header)")
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return RecBoleRobustError(f"RecBole refused the settings or data: {first}")
+
+
+def validate_run(model, dataset, config_file_list=None, config_dict=None, preset=None, resume=None,
+                 pretrained=None, checkpoint=None):
+    """Every check of a run, with nothing left on disk: a dataset build it makes is undone if a check fails.
+
+    What RecBole's own validation raises on the way is turned into one line (``refusal``).
+    Returns ``(config, dataset, (train, valid, test), model, trainer class, tensors taken from pretrained)``.
+    """
+    try:
+        return _validate_run(model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint)
+    except Exception as e:
+        refused = refusal(e)
+        if refused is None:
+            raise
+        raise refused from e
+
+
+def _validate_run(model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint):
     with undo_on_error():  # a refused run removes the dataset build it made (data/prepare.py)
         config = make_config(model, dataset, config_file_list, config_dict, preset)
         if resume and checkpoint:
@@ -156,29 +214,41 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
         check_output_folders(config, resume)
         refuse_pickled_caches(config)
         dataset, train_data, valid_data, test_data = load_data(config)
-        check_data_options(config, dataset, train_data)
+        check_data_options(config, dataset, train_data, test_data)
         model = build_model(config, train_data)
         for path, saved in loaded.items():
             check_compatible(path, saved, config, model, resume=path == resume)
         trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
         check_training_options(trainer_class, config, model)  # invalid adversarial / MG settings fail here
         runs.check_robustness_options(config, model)
-        if pretrained:
-            shared, missing = init_from_checkpoint(model, pretrained, config["device"])
+        initialised = init_from_checkpoint(model, pretrained, config["device"]) if pretrained else None
+    return config, dataset, (train_data, valid_data, test_data), model, trainer_class, initialised
 
+
+def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=None, resume=None,
+                pretrained=None, checkpoint=None):
+    """Everything a run needs, validated (``validate_run``) before the logger writes anything.
+
+    Returns ``(config, dataset, (train, valid, test), trainer)``.
+    """
+    config, dataset, data, model, trainer_class, initialised = validate_run(
+        model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint)
     init_logger(config)
     logger = getLogger()
+    for path in remove_stale_temporaries(config["checkpoint_dir"]):
+        logger.info(f"Removed {path}, left by a run that was killed while writing it")
     logger.info(sys.argv)
     logger.info(config)
     logger.info(dataset)
     logger.info(model)
     trainer = trainer_class(config, model)
     if pretrained:
+        shared, missing = initialised
         trainer.adv_start_epoch = 0
         logger.info(f"Initialised {len(shared)} tensors from {pretrained}" + (f"; not in it: {missing}" if missing else ""))
     if resume:
         trainer.resume_checkpoint(resume)
-    return config, dataset, (train_data, valid_data, test_data), trainer
+    return config, dataset, data, trainer
 
 
 def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -211,9 +281,15 @@ def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_d
         test_result = trainer.evaluate(test_data, model_file=checkpoint, show_progress=config["show_progress"])
         saved_model_file = checkpoint
     else:
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
-        )
+        try:
+            best_valid_score, best_valid_result = trainer.fit(
+                train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
+            )
+        except KeyboardInterrupt:
+            last = last_checkpoint_file(trainer.saved_model_file)
+            raise Interrupted(f"interrupted; the last complete checkpoint is {last} (continue with --resume={last})"
+                              if saved and os.path.isfile(last) else
+                              "interrupted before the first checkpoint was written") from None
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
         saved_model_file = trainer.saved_model_file if saved else None
 

@@ -20,7 +20,9 @@ Results: ``<local_dir>/<name>/`` holds Ray's own logs and checkpoints, ``results
 ``best_config.yaml`` (usable with ``--config_files``).
 """
 import csv
+import math
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -57,13 +59,74 @@ def read_search_space(path):
             raise RecBoleRobustError(f"search space {path}: '{name}' {kind} needs [low, high], got {values!r}")
         if kind in ("choice", "grid") and (not isinstance(values, list) or not values):
             raise RecBoleRobustError(f"search space {path}: '{name}' {kind} needs a non-empty list")
-        if kind in ("uniform", "loguniform", "randint") and not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise RecBoleRobustError(f"search space {path}: '{name}' {kind} bounds must be numbers, got {values!r}")
-        for value in values if kind in ("choice", "grid") else values[:1]:
+        if kind in ("uniform", "loguniform", "randint"):
+            check_bounds(path, name, kind, values)
+        # every value a trial can get is checked like the same setting on the command line (randint's
+        # upper bound is exclusive)
+        for value in values if kind in ("choice", "grid") else [values[0], values[1] - (kind == "randint")]:
             check_settings({name: parse_value(value)}, f"search space {path}: ")
         parsed[name] = (kind, values)
     return parsed
+
+
+def check_bounds(path, name, kind, values):
+    """``[low, high]`` of a uniform / loguniform / randint entry: finite numbers, low < high (integers for
+    randint, low > 0 for loguniform)."""
+    where = f"search space {path}: '{name}' {kind} [low, high]"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise RecBoleRobustError(f"{where} must be finite numbers, got {values!r}")
+    low, high = values
+    if kind == "randint" and not all(isinstance(v, int) for v in values):
+        raise RecBoleRobustError(f"{where} must be integers, got {values!r}")
+    if not low < high:
+        raise RecBoleRobustError(f"{where} needs low < high, got {values!r}")
+    if kind == "loguniform" and low <= 0:
+        raise RecBoleRobustError(f"{where} needs low > 0, got {values!r}")
+
+
+def check_search_options(num_samples, cpus_per_trial, gpus_per_trial, concurrent_trials, time_budget_s, max_failures):
+    """The search's own options (one line each), before anything starts."""
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    checks = [
+        ("num_samples", num_samples, isinstance(num_samples, int) and num_samples >= 1, "an integer >= 1"),
+        ("cpus_per_trial", cpus_per_trial, number(cpus_per_trial) and cpus_per_trial > 0, "a number > 0"),
+        ("gpus_per_trial", gpus_per_trial, number(gpus_per_trial) and gpus_per_trial >= 0, "a number >= 0"),
+        ("concurrent_trials", concurrent_trials,
+         concurrent_trials is None or isinstance(concurrent_trials, int) and concurrent_trials >= 1, "an integer >= 1"),
+        ("time_budget_s", time_budget_s, time_budget_s is None or number(time_budget_s) and time_budget_s > 0,
+         "a number of seconds > 0"),
+        ("max_failures", max_failures, isinstance(max_failures, int) and max_failures >= -1,
+         "an integer >= 0 (-1: retry without end)"),
+    ]
+    for key, value, ok, expected in checks:
+        if not ok:
+            raise RecBoleRobustError(f"--{key} must be {expected}, got {value!r}")
+
+
+def check_address(address):
+    """``host:port`` of a Ray cluster must answer before Ray is asked to join it (Ray waits minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RecBoleRobustError(f"--address must be auto or host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise RecBoleRobustError(f"--address {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
+def check_cluster_resources(cpus_per_trial, gpus_per_trial):
+    """A trial that asks for more CPUs or GPUs than the cluster has would wait for ever."""
+    import ray
+
+    available = ray.cluster_resources()
+    for key, wanted in (("CPU", cpus_per_trial), ("GPU", gpus_per_trial)):
+        if wanted and wanted > available.get(key, 0):
+            raise RecBoleRobustError(f"--{key.lower()}s_per_trial {wanted:g} is more than the Ray cluster's "
+                                     f"{available.get(key, 0):g} {key}s: no trial could start")
 
 
 def to_ray_space(space, search_alg):
@@ -158,8 +221,8 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
 
     if search_alg not in SEARCH_ALGS:
         raise RecBoleRobustError(f"search_alg must be one of {', '.join(SEARCH_ALGS)}, not '{search_alg}'")
-    if num_samples < 1 or cpus_per_trial <= 0 or gpus_per_trial < 0:
-        raise RecBoleRobustError("num_samples and cpus_per_trial must be positive, gpus_per_trial >= 0")
+    check_search_options(num_samples, cpus_per_trial, gpus_per_trial, concurrent_trials, time_budget_s, max_failures)
+    check_address(address)
     space = read_search_space(search_space)
     config_dict = dict(config_dict or {})
     config = make_config(model, dataset, config_file_list, config_dict, preset)  # validates names and data
@@ -180,8 +243,12 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=verbose > 1)
+        try:
+            ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=verbose > 1)
+        except ConnectionError as e:
+            raise RecBoleRobustError(f"--address {address}: {str(e).splitlines()[0]}") from None
     try:
+        check_cluster_resources(cpus_per_trial, gpus_per_trial)
         trainable = ray_tune.with_resources(_trainable(base), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         path = os.path.join(local_dir, name)
         if resume:

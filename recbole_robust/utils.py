@@ -1,11 +1,27 @@
 """Small helpers shared across the package."""
+import errno
+import glob
 import os
+import re
+import shutil
+
+from recbole_robust.errors import OutputFailed
+
+TEMPORARY = re.compile(r"\.tmp([0-9]+)$")
+"""The suffix of ``atomic_write``'s temporary files: ``.tmp<pid of the writer>``."""
+
+
+def _disk_full(error):
+    # torch.save reports a full disk as a RuntimeError ("unexpected pos", "file write failed")
+    return isinstance(error, OSError) and error.errno == errno.ENOSPC or isinstance(error, RuntimeError) and any(
+        s in str(error) for s in ("unexpected pos", "file write failed", "No space left"))
 
 
 def atomic_write(path, write):
     """Write a file atomically: ``write(tmp)`` fills a temporary file beside ``path``, then it is renamed.
 
-    A reader never sees a half-written file, and a failed write leaves the previous file in place.
+    A reader never sees a half-written file, and a failed write leaves the previous file in place; a
+    full disk is an ``OutputFailed`` error saying so.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -13,17 +29,45 @@ def atomic_write(path, write):
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if not _disk_full(e):
+            raise
+        free = shutil.disk_usage(folder).free
+        raise OutputFailed(f"cannot write {path}: the disk is full ({free} bytes free); "
+                           "the previous file, if any, is kept") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove ``atomic_write`` temporaries in ``folder`` whose writer is gone (a killed run's)."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.tmp[0-9]*")):
+        match = TEMPORARY.search(path)
+        if match and os.path.isfile(path) and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def writable_folder(path):
-    """The nearest existing folder of ``path`` (itself or an ancestor), and whether it can be written to."""
+    """The nearest existing path of ``path`` (itself or an ancestor), and whether a folder can be made
+    or written there (``False`` also where that path is a file, not a folder)."""
     folder = os.path.abspath(path)
-    while not os.path.isdir(folder):
+    while not os.path.lexists(folder):
         parent = os.path.dirname(folder)
         if parent == folder:
             break
         folder = parent
-    return folder, os.access(folder, os.W_OK | os.X_OK)
+    return folder, os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)

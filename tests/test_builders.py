@@ -137,7 +137,11 @@ def test_failed_build_leaves_nothing(tmp_path):
     out = tmp_path / "built"
     with pytest.raises(RecBoleRobustError, match="x_label must be 0/1/2"):
         build("tiktok", [str(tmp_path)], str(out))
-    assert [p.name for p in out.iterdir()] == [".tiktok.lock"]  # the lock file stays, no partial build
+    assert not out.exists()  # no partial build, no lock, not even the folder it made
+    (out / "other").mkdir(parents=True)
+    with pytest.raises(RecBoleRobustError, match="x_label must be 0/1/2"):
+        build("tiktok", [str(tmp_path)], str(out))
+    assert [p.name for p in out.iterdir()] == ["other"]  # what was there before stays
 
 
 def test_missing_dataset_lists_searched_paths(tmp_path, monkeypatch):

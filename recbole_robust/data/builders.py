@@ -79,6 +79,9 @@ def build_mmrec(source_dir, out_dir, name, inter_file):
         columns["timestamp"] = "timestamp:float"
     out = frame[list(columns)].rename(columns=columns)
     parts = [out[frame["x_label"] == label] for label in ("0", "1", "2")]
+    for part, label, split in zip(parts, "012", ("train", "valid", "test")):
+        if part.empty:
+            raise RecBoleRobustError(f"{os.path.join(source_dir, inter_file)}: no rows with x_label {label} ({split})")
     items = frame["itemID"].astype(int)
     return {
         "feature_path": source_dir,
@@ -95,8 +98,12 @@ def build_lattice(source_dir, out_dir, name):
     """
     parts = []
     for split in ("train", "val", "test"):
-        with open(os.path.join(source_dir, "5-core", f"{split}.json"), encoding="utf-8") as f:
+        path = os.path.join(source_dir, "5-core", f"{split}.json")
+        with open(path, encoding="utf-8") as f:
             user_items = json.load(f)
+        if not isinstance(user_items, dict) or not all(isinstance(items, list) for items in user_items.values()):
+            raise RecBoleRobustError(f"{path} must map each user to a list of items "
+                                     f'({{"<user>": [item, ...]}}), not a {type(user_items).__name__} of other values')
         rows = [(str(u), str(i)) for u, items in user_items.items() for i in items]
         parts.append(pd.DataFrame(rows, columns=[UID, IID]))
     item2id = os.path.join(source_dir, "item2id.json")

@@ -17,10 +17,36 @@ import torch
 from recbole_robust.errors import RecBoleRobustError
 
 
+def check_npy_header(path):
+    """The ``.npy`` header's shape and dtype must account for the file's bytes, so that a header claiming
+    terabytes is refused before anything is allocated; a matrix without columns is refused too."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return  # a newer format: np.load reads and checks it
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, EOFError, OSError, SyntaxError):
+        return  # not an .npy file at all: np.load says so
+    if dtype.hasobject:
+        return  # pickled objects: np.load refuses them (allow_pickle=False)
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = os.path.getsize(path) - offset
+    if expected != held:
+        raise RecBoleRobustError(f"feature file {path}: its header says shape {shape} of {dtype} ({expected} bytes), "
+                                 f"the file holds {held} bytes of data")
+    if len(shape) == 2 and shape[1] == 0:
+        raise RecBoleRobustError(f"feature file {path} has shape {shape}: no feature columns")
+
+
 def load_feature_file(path):
     """Load one ``.npy`` feature matrix as float32, validating shape, dtype and values."""
     if not os.path.isfile(path):
         raise RecBoleRobustError(f"feature file {path} not found")
+    check_npy_header(path)
     try:
         matrix = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:  # pickled, empty or not an .npy file

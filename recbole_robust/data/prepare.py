@@ -123,14 +123,22 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def check_build_target(name, build_dir, data_folders):
-    """Refuse a build folder that overlaps a data folder, or that exists and is not the builder's own.
+def check_build_target(name, build_dir, roots, sources):
+    """Refuse a build folder that overlaps the data, or that exists and is not the builder's own.
 
-    ``data_folders``: the data roots searched and the dataset's source folder. A build in (or over) a
-    data folder would write among, or replace, the user's source files.
+    ``roots``: the data roots searched; ``sources``: the folders the dataset's source files may be in.
+    ``build_dir`` may not be a data root or lie in a source folder, and the build folder
+    ``<build_dir>/<name>`` may not be, or hold, either: the build would write among, or replace, the
+    user's source files. (A build folder beside the dataset folders of a root, e.g. ``<root>/built``, is
+    allowed: nothing of the user's is in it.)
     """
     target = os.path.join(os.path.abspath(build_dir), name)
-    for folder in data_folders:
+    for folder in roots:
+        if os.path.realpath(build_dir) == os.path.realpath(folder) or _inside(folder, target):
+            raise RecBoleRobustError(
+                f"build_dir {build_dir} overlaps the data folder {folder}: builds are written outside the "
+                "source data (choose another --build_dir)")
+    for folder in sources:
         if _inside(build_dir, folder) or _inside(folder, target):
             raise RecBoleRobustError(
                 f"build_dir {build_dir} overlaps the data folder {folder}: builds are written outside the "
@@ -277,9 +285,12 @@ def set_build_target(config, source):
     """
     name = config.dataset
     source_dir, files = source
-    check_build_target(name, config["build_dir"], [*data_roots(config.external_config_dict.get("data_path")), source_dir])
+    roots = data_roots(config.external_config_dict.get("data_path"))
+    build = dataset_config(name)["build"]
+    sources = [os.path.join(root, folder) for root in roots for folder in build.get("sources", [name])]
+    check_build_target(name, config["build_dir"], roots, [*sources, source_dir])
     config["data_path"] = os.path.abspath(os.path.join(config["build_dir"], name))
-    config["plugin_build"] = {"build": dataset_config(name)["build"], "source_dir": source_dir, "files": files}
+    config["plugin_build"] = {"build": build, "source_dir": source_dir, "files": files}
 
 
 def ensure_built(config):
@@ -319,10 +330,52 @@ def check_dataset_exists(config):
             f"unknown dataset '{name}': not one of the plugin's datasets ({', '.join(dataset_names())}) "
             f"and no RecBole atomic files {', '.join(names)} in {path}"
         )
+    encoding = config["encoding"] or "utf-8"
     for n in names:
-        with open(os.path.join(path, n), encoding="utf-8", errors="replace") as f:
-            header, first = f.readline(), f.readline()
-        if not header.strip():
-            raise RecBoleRobustError(f"atomic file {os.path.join(path, n)} is empty (a header line is expected)")
-        if not first.strip():
-            raise RecBoleRobustError(f"atomic file {os.path.join(path, n)} holds no interactions")
+        check_atomic_file(os.path.join(path, n), config["field_separator"], encoding, rows="interactions")
+    for suffix in ("item", "user"):
+        if os.path.isfile(os.path.join(path, f"{name}.{suffix}")):
+            check_atomic_file(os.path.join(path, f"{name}.{suffix}"), config["field_separator"], encoding)
+
+
+FEATURE_TYPES = ("token", "float", "token_seq", "float_seq")  # recbole.utils.FeatureType
+
+
+def check_atomic_file(path, separator, encoding, rows=None):
+    """A RecBole atomic file as RecBole's ``Dataset._load_feat`` reads it, checked line by line first.
+
+    The header names each column ``name:type`` (a RecBole feature type), once; no row has more fields
+    than the header (pandas would shift them into other columns); the file decodes as ``encoding``.
+    ``rows``: what the file must hold at least one of (``None``: it may have a header only).
+    """
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            header = f.readline().rstrip("\r\n")
+            if not header.strip():
+                raise RecBoleRobustError(f"atomic file {path} is empty (a header line is expected)")
+            names = []
+            for column in header.split(separator):
+                field, colon, kind = column.partition(":")
+                if not colon or not field:
+                    raise RecBoleRobustError(f"atomic file {path}: header column {column[:50]!r} has no type "
+                                             f"(name:type, a type of {', '.join(FEATURE_TYPES)})")
+                if kind not in FEATURE_TYPES:
+                    raise RecBoleRobustError(f"atomic file {path}: column {field} has type {kind[:50]!r}, "
+                                             f"not one of {', '.join(FEATURE_TYPES)}")
+                if field in names:
+                    raise RecBoleRobustError(f"atomic file {path}: column {field} appears twice in the header")
+                names.append(field)
+            count = 0
+            for number, line in enumerate(f, start=2):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                count += 1
+                if line.count(separator) + 1 > len(names):
+                    raise RecBoleRobustError(f"atomic file {path}: line {number} has {line.count(separator) + 1} "
+                                             f"fields, the header {len(names)}")
+    except UnicodeDecodeError as e:
+        raise RecBoleRobustError(f"atomic file {path} is not {encoding} text ({e.reason}; set encoding "
+                                 "to the file's)") from None
+    if rows and not count:
+        raise RecBoleRobustError(f"atomic file {path} holds no {rows}")

@@ -43,7 +43,9 @@ def parse_groups(items):
     checkpoint's model name)."""
     groups = []
     for item in items:
-        label, _, paths = item.rpartition("=") if "=" in item else ("", "", item)
+        label, sep, paths = item.partition("=")  # the first '=': a checkpoint path may hold more
+        if not sep or "/" in label or os.sep in label:  # no label: all of it is paths
+            label, paths = "", item
         paths = [p for p in paths.split(",") if p]
         if not paths:
             raise RecBoleRobustError(f"--robustness_report: no checkpoint in {item!r} (LABEL=CKPT[,CKPT...])")
@@ -114,12 +116,16 @@ class Page:
         return "".join(out) + "</body></html>\n"
 
 
-def _evaluate_checkpoint(model, dataset, path, run_dir, config_file_list, config_dict, preset):
-    """One checkpoint: clean metrics per user, and the run's attacks and analyses (files in ``run_dir``)."""
+def _run_settings(config_dict, seed, run_dir):
+    """A checkpoint's settings: its seed (its split and sampled negatives), its own output folder."""
+    return {**(config_dict or {}), "seed": seed, "attack_dir": run_dir, "analysis_dir": run_dir}
+
+
+def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, preset):
+    """One checkpoint: clean metrics per user, and the run's attacks and analyses (files in its run folder)."""
     from recbole_robust.quick_start import prepare_run
     from recbole_robust.trainer import load_checkpoint
 
-    config_dict = {**(config_dict or {}), "attack_dir": run_dir, "analysis_dir": run_dir}
     config, _, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict, preset,
                                                                  checkpoint=path)
     checkpoint = load_checkpoint(path, config["device"], model=config["model"])
@@ -145,6 +151,7 @@ def _evaluate_checkpoint(model, dataset, path, run_dir, config_file_list, config
 
 def robustness_report(groups, dataset, config_file_list=None, config_dict=None, preset=None, out_dir=None):
     """Evaluate every checkpoint of ``groups`` (``parse_groups``) and write the report; returns its paths."""
+    from recbole_robust.quick_start import validate_run
     from recbole_robust.trainer import load_checkpoint
 
     if not dataset:
@@ -153,6 +160,9 @@ def robustness_report(groups, dataset, config_file_list=None, config_dict=None, 
     for _, paths in groups:  # every file is checked before anything runs or is written
         for path in paths:
             saved = load_checkpoint(path, "cpu")["config"]
+            if saved.get("dataset") != dataset:
+                raise RecBoleRobustError(f"checkpoint {path} was trained on dataset {saved.get('dataset')}, "
+                                         f"the report is of {dataset}")
             models[path] = str(saved["model"])
             seed = saved.get("seed")
             if not isinstance(seed, int) or isinstance(seed, bool):
@@ -165,13 +175,15 @@ def robustness_report(groups, dataset, config_file_list=None, config_dict=None, 
             raise RecBoleRobustError(f"--robustness_report: label {label!r} is given twice")
         labelled.append((label, paths))
     out_dir = out_dir or os.path.join("saved", "reports", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    runs = [(label, path, os.path.join(out_dir, "runs", f"{label}-{i}"))
+            for label, paths in labelled for i, path in enumerate(paths)]
+    for label, path, run_dir in runs:  # every checkpoint fits its data and settings before any is evaluated
+        validate_run(models[path], dataset, config_file_list, _run_settings(config_dict, seeds[path], run_dir), preset,
+                     checkpoint=path)
     results = {}
-    for label, paths in labelled:
-        for i, path in enumerate(paths):
-            run_dir = os.path.join(out_dir, "runs", f"{label}-{i}")
-            settings = {**(config_dict or {}), "seed": seeds[path]}  # its split and sampled negatives
-            results.setdefault(label, []).append(
-                _evaluate_checkpoint(models[path], dataset, path, run_dir, config_file_list, settings, preset))
+    for label, path, run_dir in runs:
+        results.setdefault(label, []).append(_evaluate_checkpoint(
+            models[path], dataset, path, config_file_list, _run_settings(config_dict, seeds[path], run_dir), preset))
     paths = write_report(results, dataset, out_dir, {label: p for label, p in labelled})
     getLogger().info(f"robustness report: {paths['md']}, {paths['html']}")
     return results, paths

@@ -155,7 +155,7 @@ def parse_terms(config, model):
     lam = _per_term(config["adv_lambda"], len(groups), "adv_lambda")
     for key, values in (("adv_eps", eps), ("adv_lambda", lam)):
         if not all(math.isfinite(v) and v >= 0 for v in values):
-            raise RecBoleRobustError(f"{key} must be finite numbers >= 0, got {config[key]!r}")
+            raise RecBoleRobustError(f"{key} must be >= 0 and finite, got {config[key]!r}")
     if config["adv_type"] not in ADV_TYPES:
         raise RecBoleRobustError(f"adv_type must be one of {', '.join(ADV_TYPES)}, not '{config['adv_type']}'")
     return [AdversarialTerm(g, [allowed[n] for n in g], e, l) for g, e, l in zip(groups, eps, lam)]

@@ -170,11 +170,71 @@ def check_compatible(path, checkpoint, config, model, resume=False):
     missing = sorted(set(own) - set(theirs))
     if missing:
         raise RecBoleRobustError(f"checkpoint {path} lacks tensors of {type(model).__name__}: {', '.join(missing[:3])}")
+    extra = sorted(set(theirs) - set(own))
+    if extra:
+        raise RecBoleRobustError(f"checkpoint {path} holds tensors {type(model).__name__} does not have: "
+                                 f"{', '.join(map(str, extra[:3]))}")
     for name, tensor in own.items():
+        if not isinstance(theirs[name], torch.Tensor):
+            raise RecBoleRobustError(f"checkpoint {path}: {name} is a {type(theirs[name]).__name__}, not a tensor")
         if tuple(theirs[name].shape) != tuple(tensor.shape):
             raise RecBoleRobustError(
                 f"checkpoint {path}: {name} has shape {tuple(theirs[name].shape)}, the model has {tuple(tensor.shape)}"
             )
+    if resume:
+        check_resumable(path, checkpoint)
+
+
+def _optimizer_states(state):
+    """The optimiser state dicts of a checkpoint: one, or one per player (``gan.PlayerOptimizers``)."""
+    if isinstance(state, dict) and "param_groups" in state:
+        return [state]
+    return list(state.values()) if isinstance(state, dict) and state else [state]
+
+
+def _structure_problem(saved, reference, where="rng"):
+    """Where ``saved`` differs in form from ``reference`` (keys, tensor shapes and dtypes, list lengths),
+    or ``None``. numpy accepts key arrays of any length, so the form is checked, not only loaded."""
+    if isinstance(reference, dict):
+        if not isinstance(saved, dict) or set(saved) - {"cuda"} != set(reference) - {"cuda"}:
+            return f"{where} has keys {sorted(saved) if isinstance(saved, dict) else type(saved).__name__}"
+        return next((p for k in reference if k != "cuda"
+                     for p in [_structure_problem(saved[k], reference[k], f"{where}.{k}")] if p), None)
+    if isinstance(reference, torch.Tensor):
+        if not isinstance(saved, torch.Tensor) or saved.shape != reference.shape or saved.dtype != reference.dtype:
+            return f"{where} is not a {reference.dtype} tensor of shape {tuple(reference.shape)}"
+        return None
+    if isinstance(reference, (list, tuple)):
+        return None if isinstance(saved, (list, tuple)) and len(saved) == len(reference) else \
+            f"{where} is not a list of {len(reference)}"
+    return None
+
+
+def check_resumable(path, checkpoint):
+    """The training state of a checkpoint that ``--resume`` continues is complete and well-formed."""
+    for key in ("epoch", "cur_step"):
+        value = checkpoint.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise RecBoleRobustError(f"--resume {path}: '{key}' must be an integer >= 0, got {value!r} "
+                                     "(not a checkpoint of a run to continue)")
+    for state in _optimizer_states(checkpoint.get("optimizer")):
+        groups = state.get("param_groups") if isinstance(state, dict) else None
+        if not isinstance(groups, list) or not groups or not isinstance(state.get("state"), dict) \
+                or not all(isinstance(g, dict) and isinstance(g.get("params"), list) and g["params"] for g in groups):
+            raise RecBoleRobustError(f"--resume {path}: the optimiser state is missing or malformed "
+                                     "(no parameter groups)")
+    if "rng" in checkpoint:
+        current = rng_state()
+        problem = _structure_problem(checkpoint["rng"], current)
+        if problem:
+            raise RecBoleRobustError(f"--resume {path}: malformed random number generator state ({problem})")
+        try:
+            set_rng_state(checkpoint["rng"])  # tried on the real generators, then put back
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            raise RecBoleRobustError(f"--resume {path}: malformed random number generator state "
+                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        finally:
+            set_rng_state(current)
 
 
 def init_from_checkpoint(model, path, device="cpu"):
