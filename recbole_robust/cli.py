@@ -115,7 +115,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        from recbole_robust.robustness.runs import compare_models
+        from recbole_robust.pipelines import compare_models, parse_groups, robustness_report
         from recbole_robust.quick_start import run_recbole_robust
 
         if args.tune:
@@ -132,8 +132,6 @@ def main(argv=None):
             print(f"results: {path}/results.csv" + (f", best config: {path}/best_config.yaml" if best else ""))
             return 0
         if args.robustness_report:
-            from recbole_robust.robustness.summary import parse_groups, robustness_report
-
             _, paths = robustness_report(parse_groups(args.robustness_report), args.dataset, config_files, config_dict,
                                          args.preset, args.report_dir)
             print(f"robustness report: {paths['md']}\n  self-contained HTML: {paths['html']}")

@@ -242,6 +242,8 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
     logger.info(dataset)
     logger.info(model)
     trainer = trainer_class(config, model)
+    if config["valid_attack"]:
+        trainer.validation_hooks.append(runs.attacked_validation)
     if pretrained:
         shared, missing = initialised
         trainer.adv_start_epoch = 0

@@ -7,12 +7,15 @@ listed here with the signature it was written against and fails with one line na
 difference. Code that touches a private RecBole name must take it from this module.
 """
 import inspect
+import re
 
 import recbole
 import recbole.data.utils
 import recbole.trainer.trainer
 from recbole.config import Config
+from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.dataset import Dataset
+from recbole.evaluator import Evaluator
 from recbole.sampler import Sampler
 from recbole.trainer import Trainer
 
@@ -44,15 +47,26 @@ PRIVATE_NAMES = (
      "wrapped: user batches for plugin auto-encoders, budget-batched full-sort evaluation"),
     (recbole.trainer.trainer, "early_stopping", ("value", "best", "cur_step", "max_step", "bigger"),
      "replaced where Trainer.fit looks it up: ties optionally count as no improvement"),
+    (Trainer, "_generate_train_loss_output", ("self", "epoch_idx", "s_time", "e_time", "losses"),
+     "overridden by GANTrainer: one loss per player"),
+    (Dataset, "_change_feat_format", ("self",), "called: the held-out users' split back to Interactions"),
+    (AbstractDataLoader, "_init_batch_size_and_step", ("self",),
+     "overridden: users per batch of the plugin's full-sort and held-out user loaders"),
+    (Evaluator, "evaluate", ("self", "dataobject"),
+     "replaced on one trainer's evaluator for one call (compare.py): captures the data for per-user metrics"),
 )
 
-# attributes of a RecBole Trainer the plugin reads or sets
+# attributes of RecBole objects the plugin reads or sets: (owner, names); each must be assigned as
+# ``self.<name> =`` in the owner's source
 TRAINER_ATTRIBUTES = ("saved_model_file", "start_epoch", "cur_step", "best_valid_score", "best_valid_result",
                       "optimizer", "stopping_step", "clip_grad_norm", "enable_scaler", "enable_amp",
                       "train_loss_dict", "epochs")
+PRIVATE_ATTRIBUTES = (
+    (Trainer, TRAINER_ATTRIBUTES),
+    (AbstractDataLoader, ("_dataset",)),
+)
 
-
-def check(version=None, names=PRIVATE_NAMES):
+def check(version=None, names=PRIVATE_NAMES, attributes=PRIVATE_ATTRIBUTES):
     """Raise ``RecBoleRobustError`` (one line) if RecBole is not the version the plugin hooks into."""
     version = recbole.__version__ if version is None else version
     if version != RECBOLE_VERSION:
@@ -70,4 +84,10 @@ def check(version=None, names=PRIVATE_NAMES):
             raise RecBoleRobustError(
                 f"RecBole's {label} takes ({', '.join(found)}), recbole-robust expects ({', '.join(params)})"
             )
+    for owner, attrs in attributes:
+        source = "".join(inspect.getsource(cls) for cls in owner.__mro__ if cls.__module__.startswith("recbole."))
+        for attr in attrs:
+            if not re.search(rf"self\.{attr}\s*(:[^=]+)?=", source):
+                raise RecBoleRobustError(f"RecBole {version}'s {owner.__name__} no longer sets {attr}, "
+                                         "which recbole-robust uses")
 

@@ -7,7 +7,7 @@ it relies on (``recbole_internals.py``: version and signatures, one line if they
   each plugin model module is placed in ``sys.modules`` under
   ``recbole.model.general_recommender.<name lower>``, so RecBole finds it there;
 * **trainers**: ``recbole.utils.get_trainer`` looks up ``recbole.trainer.<Name>Trainer``; it is set to
-  the model's ``trainer_class`` (default ``RobustTrainer``);
+  the trainer the model names as its ``trainer_class`` (default ``RobustTrainer``);
 * **datasets**: ``recbole.data.create_dataset`` looks up ``recbole.data.dataset.<Name>Dataset``; it is
   set to ``MultimodalDataset`` for models with ``needs_item_features = True``;
 * **dataloaders**: RecBole gives its auto-encoders (MultiVAE, CDAE ...) a ``UserDataLoader``
@@ -60,6 +60,7 @@ from recbole_robust.data.dataset import MultimodalDataset
 from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_target, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
+from recbole_robust.trainer import TRAINERS
 from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, early_stopping, save_plain_checkpoint
 
 MODEL_PACKAGES = {"general_recommender": "recbole_robust.model.general_recommender"}
@@ -162,7 +163,7 @@ def register():
         if _recbole_has_module(submodule, name.lower()):
             raise RecBoleRobustError(f"plugin model {name} would shadow RecBole's built-in model of that name")
         sys.modules[f"recbole.model.{submodule}.{name.lower()}"] = sys.modules[cls.__module__]
-        setattr(recbole.trainer, f"{name}Trainer", hook(cls, "trainer_class") or RobustTrainer)
+        setattr(recbole.trainer, f"{name}Trainer", model_trainer(cls))
         if hook(cls, "needs_item_features"):
             setattr(recbole.data.dataset, f"{name}Dataset", MultimodalDataset)
     _hook_config()
@@ -171,6 +172,17 @@ def register():
     recbole.trainer.trainer.early_stopping = early_stopping  # RecBole's, unless valid_ties_improve is False
     _hook_dataloader({name for name, cls in plugin_models().items() if hook(cls, "user_dataloader")})
     _REGISTERED = True
+
+
+def model_trainer(model_class):
+    """The trainer class a plugin model names (``trainer_class``), default ``RobustTrainer``."""
+    name = hook(model_class, "trainer_class")
+    if name is None:
+        return RobustTrainer
+    if name not in TRAINERS:
+        raise RecBoleRobustError(f"{model_class.__name__}.trainer_class {name!r} is not one of the plugin's trainers "
+                                 f"({', '.join(TRAINERS)})")
+    return TRAINERS[name]
 
 
 def get_model(name):

@@ -3,7 +3,7 @@ import torch
 
 from recbole_robust import run_recbole_robust
 from recbole_robust.quick_start import build_model, load_data, make_config
-from recbole_robust.robustness.runs import compare_models
+from recbole_robust.pipelines import compare_models
 from recbole_robust.trainer import init_from_checkpoint
 
 # VBPR with AMR's eq. 4 form: exactly AMR's parameters

@@ -10,6 +10,8 @@ import time
 import pytest
 import torch
 
+import recbole_robust
+
 from conftest import killed_run
 from recbole_robust import run_recbole_robust
 from recbole_robust.errors import RecBoleRobustError
@@ -194,6 +196,32 @@ def test_recbole_internals_are_checked(monkeypatch):
     monkeypatch.setattr(Config, "_changed", changed, raising=False)
     with pytest.raises(RecBoleRobustError, match=r"Config._changed takes \(self, model, dataset\)"):
         recbole_internals.check(names=names)
+    from recbole.trainer import Trainer
+    with pytest.raises(RecBoleRobustError, match="Trainer no longer sets best_valid_scor"):
+        recbole_internals.check(attributes=[(Trainer, ("best_valid_scor",))])
+
+
+def test_every_private_recbole_name_the_plugin_uses_is_listed():
+    """The package's source: each ``._name`` it uses that RecBole defines (a method, or an attribute it
+    assigns) is in ``recbole_internals`` (checked at import), unless the plugin defines it itself."""
+    import re
+    from pathlib import Path
+
+    import recbole
+
+    from recbole_robust import recbole_internals
+
+    package = Path(recbole_robust.__file__).parent
+    ours = "\n".join(p.read_text(encoding="utf-8") for p in package.rglob("*.py"))
+    theirs = "\n".join(p.read_text(encoding="utf-8") for p in Path(recbole.__file__).parent.rglob("*.py"))
+    listed = {name for _, name, _, _ in recbole_internals.PRIVATE_NAMES} | {
+        a for _, attrs in recbole_internals.PRIVATE_ATTRIBUTES for a in attrs}
+    own = set(re.findall(r"def (_\w+)", ours)) | set(re.findall(r"self\.(_\w+)\s*=", ours)) \
+        - {name for _, name, _, _ in recbole_internals.PRIVATE_NAMES}  # an override is RecBole's name
+    used = {m for m in re.findall(r"\.(_[a-zA-Z]\w*)", ours) if not m.startswith("__")}
+    recboles = {n for n in used if re.search(rf"def {n}\b|self\.{n}\s*=", theirs)}
+    assert sorted(recboles - own - listed) == []
+    assert {"_change_feat_format", "_init_batch_size_and_step", "_dataset"} <= listed
 
 
 def test_model_contract_lists_every_hook():

@@ -4,7 +4,7 @@ import os
 
 from conftest import run_cli
 from recbole_robust import run_recbole_robust
-from recbole_robust.robustness.summary import parse_groups, robustness_report
+from recbole_robust.pipelines import parse_groups, robustness_report
 
 
 def test_report_over_two_models_and_two_seeds(fast, tmp_path):

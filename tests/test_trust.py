@@ -472,7 +472,7 @@ def test_a_report_checks_every_checkpoint_before_evaluating_any(trained, tmp_pat
 
 
 def test_report_labels_split_at_the_first_equals_sign():
-    from recbole_robust.robustness.summary import parse_groups
+    from recbole_robust.pipelines import parse_groups
 
     assert parse_groups(["A=dir/lr=0.1/x.pth,y.pth", "dir/lr=0.1/z.pth", "w.pth"]) == [
         ("A", ["dir/lr=0.1/x.pth", "y.pth"]), (None, ["dir/lr=0.1/z.pth"]), (None, ["w.pth"])]

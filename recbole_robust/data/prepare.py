@@ -342,7 +342,7 @@ FEATURE_TYPES = ("token", "float", "token_seq", "float_seq")  # recbole.utils.Fe
 
 
 def check_atomic_file(path, separator, encoding, rows=None):
-    """A RecBole atomic file as RecBole's ``Dataset._load_feat`` reads it, checked line by line first.
+    """A RecBole atomic file as RecBole's ``Dataset`` reads it (``_load_feat``), checked line by line first.
 
     The header names each column ``name:type`` (a RecBole feature type), once; no row has more fields
     than the header (pandas would shift them into other columns); the file decodes as ``encoding``.

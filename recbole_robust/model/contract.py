@@ -25,9 +25,10 @@ class RobustModel(Protocol):
     #: ``UserDataLoader``, as RecBole gives its own auto-encoders), not on interactions
     user_dataloader: bool = False
 
-    #: class attribute, read by the registry: the trainer class RecBole's ``get_trainer`` returns for
-    #: the model (default ``RobustTrainer``; VAEGAN: ``GANTrainer``)
-    trainer_class: Optional[type] = None
+    #: class attribute, read by the registry: the name of the trainer (``recbole_robust.trainer.TRAINERS``)
+    #: RecBole's ``get_trainer`` returns for the model (default ``RobustTrainer``; VAEGAN: ``"GANTrainer"``).
+    #: A name, not the class, so that models never import the trainers (they stand below them)
+    trainer_class: Optional[str] = None
 
     #: what may be perturbed, by adversarial training and attacks: ``{tensor name: "row" | "tensor"}``
     #: (a parameter or buffer name; "row": L2 norm per row, e.g. features and embeddings; "tensor": over

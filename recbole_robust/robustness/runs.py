@@ -1,22 +1,28 @@
-"""Attack, analysis and comparison runs on a trained model: the robustness orchestration.
+"""Attacks and analyses of a trained model: what ``--attack`` and ``--analysis`` compute.
 
-``quick_start`` only trains and evaluates; ``check_robustness_options`` validates every attack and
-analysis setting against the built model before anything is written, and ``run_attack``,
-``run_analyses`` and ``compare_models`` run them after training (or on ``--checkpoint``).
+``check_robustness_options`` validates every attack and analysis setting against the built model
+before anything is written; ``run_attack`` and ``run_analyses`` run them after training (or on
+``--checkpoint``); ``attacked_validation`` is the after-validation hook of ``valid_attack``. Runs
+are launched by ``quick_start`` and ``pipelines``, never from here.
 """
 import os
 import time
 from logging import getLogger
 
 import numpy as np
+import torch
+from recbole.utils import dict2str, set_color
 
-from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.robustness import analyses, promotion
-from recbole_robust.robustness.attacks import attack_sweep, attack_terms, check_attack, evaluate_with, pgd_settings
+from recbole_robust.robustness.attacks import (
+    attack_perturbations, attack_sweep, attack_terms, check_attack, evaluate_with, pgd_settings,
+)
 from recbole_robust.robustness.report import (
     write_attack_report, write_landscape_report, write_rank_change_report, write_sweep_plot,
     write_table_report,
 )
+from recbole_robust.trainer.perturbation import call_with
+from recbole_robust.trainer.trainer import rng_state, set_rng_state
 
 ANALYSES = ("noise", "adjust", "landscape", "promotion", "rank_change")
 
@@ -45,9 +51,6 @@ def analysis_names(config):
 
 def check_robustness_options(config, model):
     """Validate ``attack*`` and ``analysis*`` settings for ``model`` (one-line errors), before training."""
-    from recbole_robust.config import check_metrics
-
-    check_metrics(config)
     if config["attack"]:
         attack_terms(config, model)
         check_attack(attack_methods(config["attack"]), _eps_list(config["attack_eps"]), pgd_settings(config))
@@ -170,27 +173,30 @@ def run_attack(config, trainer, train_data, test_data, evaluate=None):
     return {"clean": clean, "rows": rows, "files": paths}
 
 
-def compare_models(models, dataset, config_file_list=None, config_dict=None, preset=None):
-    """Train each of two models on the same data and split; paired t-test of their per-user test metrics.
-
-    Returns ``(rows, table)``; the table is also logged.
+def attacked_validation(trainer, epoch_idx, valid_data, verbose=True):
+    """Robustness during training (``valid_attack``), a validation hook of the trainer (attached by
+    ``quick_start.prepare_run``): the validation metrics of the current model under the configured attack,
+    logged next to the clean ones, in TensorBoard (``Valid_attacked/<metric>``) and kept in
+    ``trainer.attacked_valid_results``. The attack's gradient pass draws from the training loader and the
+    random number generators; their states are restored, so training goes on as without it.
     """
-    from recbole_robust.quick_start import prepare_run
-    from recbole_robust.robustness.compare import comparison_table, evaluate_per_user, paired_t_test
-    from recbole_robust.trainer import load_checkpoint
-
-    if len(models) != 2:
-        raise RecBoleRobustError(f"--compare takes two models, got {len(models)}: {models}")
-    per_user = []
-    for name in models:
-        config, _, (train_data, valid_data, test_data), trainer = prepare_run(
-            name, dataset, config_file_list, config_dict, preset
-        )
-        trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-        trainer.model.load_state_dict(load_checkpoint(trainer.saved_model_file, config["device"])["state_dict"])
-        per_user.append(evaluate_per_user(trainer, test_data)[1])
-    rows = paired_t_test(models[0], per_user[0], models[1], per_user[1])
-    table = comparison_table(rows, *models)
-    getLogger().info(f"{models[1]} vs {models[0]} on {dataset} (paired over {len(next(iter(per_user[0].values())))} "
-                     f"test users):\n{table}")
-    return rows, table
+    config = trainer.config
+    method, eps = config["valid_attack"], config["valid_attack_eps"]
+    state, loader_state = rng_state(), trainer._train_loader_generator().get_state()
+    try:
+        terms = attack_terms(config, trainer.model)
+        tensors = attack_perturbations(trainer.model, trainer._train_data, terms, eps, method, pgd_settings(config),
+                                       seed=config["seed"])
+        with torch.no_grad():
+            result = call_with(trainer.model, tensors, lambda: trainer.evaluate(valid_data, load_best_model=False))
+    finally:
+        set_rng_state(state)
+        trainer._train_loader_generator().set_state(loader_state)
+    trainer.attacked_valid_results[epoch_idx] = result
+    for metric, value in result.items():
+        trainer.tensorboard.add_scalar(f"Valid_attacked/{metric}", value, epoch_idx)
+    if verbose:
+        targets = ", ".join("+".join(names) for names, _ in terms)
+        trainer.logger.info(set_color("valid result under attack", "blue")
+                            + f" ({method}, eps {eps:g} on {targets}): \n" + dict2str(result))
+    return result

@@ -1,8 +1,9 @@
-"""One robustness report for several models (``--robustness_report``): the page a user pastes into an appendix.
+"""The page of a robustness report for several models (``--robustness_report``): what a user pastes into an appendix.
 
-Given groups of checkpoints (``LABEL=a.pth,b.pth``: one label per model, one checkpoint per seed), every
-checkpoint is evaluated on the test set and put through the run's ``attack`` and ``analysis`` settings
-(``runs.py``; each run's own files go to ``<report_dir>/runs/<label>-<i>/``). The report folder gets:
+``pipelines.robustness_report`` evaluates groups of checkpoints (``LABEL=a.pth,b.pth``: one label per
+model, one checkpoint per seed) on the test set, puts each through the run's ``attack`` and ``analysis``
+settings (``runs.py``; each run's own files go to ``<report_dir>/runs/<label>-<i>/``), and hands the
+results to ``write_report`` here. The report folder gets:
 
 * ``report.md`` and ``report.html`` (self-contained: tables and images inline) with
   - clean test metrics, mean +- std over each label's checkpoints;
@@ -24,33 +25,15 @@ import base64
 import html
 import os
 import time
-from logging import getLogger
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 from tabulate import tabulate
 
-from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.robustness import runs as runs_module
-from recbole_robust.robustness.compare import evaluate_per_user, paired_t_test
+from recbole_robust.robustness.compare import paired_t_test
 from recbole_robust.robustness.report import drop, rank_change_histogram, write_csv, write_sweep_plot
 from recbole_robust.utils import atomic_write
-
-
-def parse_groups(items):
-    """``["VBPR=a.pth,b.pth", "c.pth"]`` -> ``[("VBPR", ["a.pth", "b.pth"]), (None, ["c.pth"])]`` (label None: the
-    checkpoint's model name)."""
-    groups = []
-    for item in items:
-        label, sep, paths = item.partition("=")  # the first '=': a checkpoint path may hold more
-        if not sep or "/" in label or os.sep in label:  # no label: all of it is paths
-            label, paths = "", item
-        paths = [p for p in paths.split(",") if p]
-        if not paths:
-            raise RecBoleRobustError(f"--robustness_report: no checkpoint in {item!r} (LABEL=CKPT[,CKPT...])")
-        groups.append((label or None, paths))
-    return groups
 
 
 def _mean_std(values):
@@ -114,79 +97,6 @@ class Page:
                 out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
                            f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
         return "".join(out) + "</body></html>\n"
-
-
-def _run_settings(config_dict, seed, run_dir):
-    """A checkpoint's settings: its seed (its split and sampled negatives), its own output folder."""
-    return {**(config_dict or {}), "seed": seed, "attack_dir": run_dir, "analysis_dir": run_dir}
-
-
-def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, preset):
-    """One checkpoint: clean metrics per user, and the run's attacks and analyses (files in its run folder)."""
-    from recbole_robust.quick_start import prepare_run
-    from recbole_robust.trainer import load_checkpoint
-
-    config, _, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict, preset,
-                                                                 checkpoint=path)
-    checkpoint = load_checkpoint(path, config["device"], model=config["model"])
-    trainer.model.load_state_dict(checkpoint["state_dict"])
-    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
-    clean, per_user = evaluate_per_user(trainer, test_data)
-    run = {"config": config, "clean": clean, "per_user": per_user}
-    if config["attack"]:
-        attacked_per_user = []
-
-        def evaluate(trainer, data, tensors=None):
-            result, users = evaluate_per_user(trainer, data, tensors)
-            attacked_per_user.append(users)
-            return result
-
-        run["attack"] = runs_module.run_attack(config, trainer, train_data, test_data, evaluate=evaluate)
-        for row, users in zip(run["attack"]["rows"], attacked_per_user[1:]):  # the first is the clean evaluation
-            row["per_user"] = users
-    if config["analysis"]:
-        run["analysis"] = runs_module.run_analyses(config, trainer, train_data, test_data)
-    return run
-
-
-def robustness_report(groups, dataset, config_file_list=None, config_dict=None, preset=None, out_dir=None):
-    """Evaluate every checkpoint of ``groups`` (``parse_groups``) and write the report; returns its paths."""
-    from recbole_robust.quick_start import validate_run
-    from recbole_robust.trainer import load_checkpoint
-
-    if not dataset:
-        raise RecBoleRobustError("--robustness_report needs --dataset (the data the checkpoints were trained on)")
-    models, seeds = {}, {}
-    for _, paths in groups:  # every file is checked before anything runs or is written
-        for path in paths:
-            saved = load_checkpoint(path, "cpu")["config"]
-            if saved.get("dataset") != dataset:
-                raise RecBoleRobustError(f"checkpoint {path} was trained on dataset {saved.get('dataset')}, "
-                                         f"the report is of {dataset}")
-            models[path] = str(saved["model"])
-            seed = saved.get("seed")
-            if not isinstance(seed, int) or isinstance(seed, bool):
-                raise RecBoleRobustError(f"checkpoint {path} does not record an integer seed")
-            seeds[path] = seed
-    labelled = []
-    for label, paths in groups:
-        label = label or models[paths[0]]
-        if any(label == other for other, _ in labelled):
-            raise RecBoleRobustError(f"--robustness_report: label {label!r} is given twice")
-        labelled.append((label, paths))
-    out_dir = out_dir or os.path.join("saved", "reports", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    runs = [(label, path, os.path.join(out_dir, "runs", f"{label}-{i}"))
-            for label, paths in labelled for i, path in enumerate(paths)]
-    for label, path, run_dir in runs:  # every checkpoint fits its data and settings before any is evaluated
-        validate_run(models[path], dataset, config_file_list, _run_settings(config_dict, seeds[path], run_dir), preset,
-                     checkpoint=path)
-    results = {}
-    for label, path, run_dir in runs:
-        results.setdefault(label, []).append(_evaluate_checkpoint(
-            models[path], dataset, path, config_file_list, _run_settings(config_dict, seeds[path], run_dir), preset))
-    paths = write_report(results, dataset, out_dir, {label: p for label, p in labelled})
-    getLogger().info(f"robustness report: {paths['md']}, {paths['html']}")
-    return results, paths
 
 
 def write_report(results, dataset, out_dir, checkpoints):

@@ -300,6 +300,9 @@ class RobustMixin:
         self.adversarial_loss = AdversarialLoss(model, self.adv_terms, config["adv_type"]) if self.adv_terms else None
         self._adv_optimizer = False
         self.mirror_gradient = bool(config["mirror_gradient"])
+        # ``hook(trainer, epoch_idx, valid_data, verbose)`` after each validation, before the .last.pth state
+        # is written; the pipeline attaches them (``valid_attack``: ``robustness.runs.attacked_validation``)
+        self.validation_hooks = []
         self.attacked_valid_results = {}  # epoch -> validation metrics under ``valid_attack``
 
     def _enter_stage(self, epoch_idx):
@@ -397,8 +400,8 @@ class RobustMixin:
             self._resumed_loader_rng = None
 
         def after_validation(epoch_idx, valid_score):
-            if self.config["valid_attack"]:
-                self._attacked_validation(epoch_idx, valid_data, verbose)
+            for validation_hook in self.validation_hooks:
+                validation_hook(self, epoch_idx, valid_data, verbose)
             if saved:
                 atomic_save(self._checkpoint_state(epoch_idx), last_checkpoint_file(self.saved_model_file))
             if callback_fn:
@@ -412,38 +415,6 @@ class RobustMixin:
         if saved and not os.path.exists(self.saved_model_file):
             # no validation ran (e.g. eval_step > epochs, as for Pop's single epoch): keep the final model
             self._save_checkpoint(max(self.train_loss_dict, default=-1), verbose=verbose)
-        return result
-
-    def _attacked_validation(self, epoch_idx, valid_data, verbose=True):
-        """Robustness during training (``valid_attack``): the validation metrics of the current model under
-        the configured attack, logged next to the clean ones, in TensorBoard (``Valid_attacked/<metric>``)
-        and kept in ``attacked_valid_results``. The attack's gradient pass draws from the training loader
-        and the random number generators; their states are restored, so training goes on as without it.
-        """
-        from recbole.utils import dict2str
-
-        from recbole_robust.robustness.attacks import attack_perturbations, attack_terms, pgd_settings
-        from recbole_robust.trainer.perturbation import call_with
-
-        method, eps = self.config["valid_attack"], self.config["valid_attack_eps"]
-        state, loader_state = rng_state(), self._train_loader_generator().get_state()
-        try:
-            terms = attack_terms(self.config, self.model)
-            tensors = attack_perturbations(self.model, self._train_data, terms, eps, method, pgd_settings(self.config),
-                                           seed=self.config["seed"])
-            with torch.no_grad():
-                result = call_with(self.model, tensors, lambda: super(RobustMixin, self).evaluate(
-                    valid_data, load_best_model=False))
-        finally:
-            set_rng_state(state)
-            self._train_loader_generator().set_state(loader_state)
-        self.attacked_valid_results[epoch_idx] = result
-        for metric, value in result.items():
-            self.tensorboard.add_scalar(f"Valid_attacked/{metric}", value, epoch_idx)
-        if verbose:
-            targets = ", ".join("+".join(names) for names, _ in terms)
-            self.logger.info(set_color("valid result under attack", "blue")
-                             + f" ({method}, eps {eps:g} on {targets}): \n" + dict2str(result))
         return result
 
     @torch.no_grad()

@@ -51,7 +51,6 @@ from recbole.utils import InputType
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.cache import distinct_user_scores
-from recbole_robust.trainer.gan import GANTrainer
 
 VARIANTS = ("AVB", "AVB+D", "AVB+D+C")
 
@@ -60,7 +59,7 @@ class VAEGAN(GeneralRecommender, AutoEncoderMixin):
     r"""Adversarial variational auto-encoder: AVB encoder, discriminators T and D, contractive penalty."""
 
     input_type = InputType.POINTWISE
-    trainer_class = GANTrainer
+    trainer_class = "GANTrainer"  # recbole_robust.trainer.gan.GANTrainer, resolved by the registry
     user_dataloader = True  # trained on batches of users, like RecBole's auto-encoders
 
     def __init__(self, config, dataset):
