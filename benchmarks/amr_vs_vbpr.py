@@ -25,7 +25,7 @@ sys.path.insert(0, REPO)
 
 def train(model, dataset, config_dict, pretrained=None):
     from recbole_robust.quick_start import prepare_run
-    from recbole_robust.trainer import load_checkpoint
+    from recbole_robust.trainer import load_weights
 
     config, _, (train_data, valid_data, test_data), trainer = prepare_run(
         model, dataset, config_dict=config_dict, preset="amr", pretrained=pretrained
@@ -33,7 +33,7 @@ def train(model, dataset, config_dict, pretrained=None):
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True)
     seconds = time.perf_counter() - start
-    trainer.model.load_state_dict(load_checkpoint(trainer.saved_model_file, config["device"])["state_dict"])
+    load_weights(trainer.model, trainer.saved_model_file, config["device"])
     return trainer, train_data, test_data, seconds, len(trainer.train_loss_dict)
 
 

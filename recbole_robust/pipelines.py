@@ -13,7 +13,7 @@ from recbole_robust.quick_start import prepare_run, validate_run
 from recbole_robust.robustness import runs
 from recbole_robust.robustness.compare import comparison_table, evaluate_per_user, paired_t_test
 from recbole_robust.robustness.summary import write_report
-from recbole_robust.trainer import load_checkpoint
+from recbole_robust.trainer import load_checkpoint, load_weights
 
 
 def compare_models(models, dataset, config_file_list=None, config_dict=None, preset=None):
@@ -29,7 +29,7 @@ def compare_models(models, dataset, config_file_list=None, config_dict=None, pre
             name, dataset, config_file_list, config_dict, preset
         )
         trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-        trainer.model.load_state_dict(load_checkpoint(trainer.saved_model_file, config["device"])["state_dict"])
+        load_weights(trainer.model, trainer.saved_model_file, config["device"])
         per_user.append(evaluate_per_user(trainer, test_data)[1])
     rows = paired_t_test(models[0], per_user[0], models[1], per_user[1])
     table = comparison_table(rows, *models)
@@ -62,9 +62,7 @@ def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, pr
     """One checkpoint: clean metrics per user, and the run's attacks and analyses (files in its run folder)."""
     config, _, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict, preset,
                                                                  checkpoint=path)
-    checkpoint = load_checkpoint(path, config["device"], model=config["model"])
-    trainer.model.load_state_dict(checkpoint["state_dict"])
-    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    load_weights(trainer.model, path, config["device"])
     clean, per_user = evaluate_per_user(trainer, test_data)
     run = {"config": config, "clean": clean, "per_user": per_user}
     if config["attack"]:

@@ -24,9 +24,9 @@ from recbole_robust.data.heldout import check_heldout, use_heldout_split
 from recbole_robust.errors import Interrupted, RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
 from recbole_robust.robustness import promotion, runs
-from recbole_robust.trainer import init_from_checkpoint, load_checkpoint
-from recbole_robust.trainer.trainer import (best_checkpoint_file, check_compatible, check_training_options,
-                                            last_checkpoint_file)
+from recbole_robust.trainer.checkpoint import (best_checkpoint_file, check_compatible, init_from_checkpoint,
+                                               last_checkpoint_file, load_checkpoint)
+from recbole_robust.trainer.trainer import check_training_options
 from recbole_robust.utils import remove_stale_temporaries, writable_folder
 
 

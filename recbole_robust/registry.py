@@ -61,7 +61,8 @@ from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_t
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
 from recbole_robust.trainer import TRAINERS
-from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, early_stopping, save_plain_checkpoint
+from recbole_robust.trainer.checkpoint import save_plain_checkpoint
+from recbole_robust.trainer.trainer import RobustMixin, RobustTrainer, early_stopping
 
 MODEL_PACKAGES = {"general_recommender": "recbole_robust.model.general_recommender"}
 _REGISTERED = False

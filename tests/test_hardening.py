@@ -250,7 +250,7 @@ def test_ray_trials_use_the_gpus_ray_assigned():
 
 
 def test_rng_state_is_restored_from_cpu_tensors():
-    from recbole_robust.trainer.trainer import rng_state, set_rng_state
+    from recbole_robust.trainer.checkpoint import rng_state, set_rng_state
 
     state = rng_state()
     expected = torch.rand(3)

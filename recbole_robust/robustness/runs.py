@@ -22,7 +22,7 @@ from recbole_robust.robustness.report import (
     write_table_report,
 )
 from recbole_robust.trainer.perturbation import call_with
-from recbole_robust.trainer.trainer import rng_state, set_rng_state
+from recbole_robust.trainer.checkpoint import rng_state, set_rng_state
 
 ANALYSES = ("noise", "adjust", "landscape", "promotion", "rank_change")
 
