@@ -7,6 +7,7 @@ resume, pre-trained initialisation), and a logger that starts only once every in
 validated, so bad input leaves nothing on disk. Attacks and analyses are run by
 ``robustness.runs``; their settings are checked here, before training.
 """
+import functools
 import glob
 import os
 import sys
@@ -30,6 +31,61 @@ from recbole_robust.trainer.trainer import check_training_options
 from recbole_robust.utils import remove_stale_temporaries, writable_folder
 
 
+RECBOLE_DIR = os.path.dirname(os.path.abspath(recbole.__file__)) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def raised_by_recbole(error):
+    """Whether ``error`` arose in RecBole's own code: the innermost frame of RecBole or the plugin in its
+    traceback is RecBole's (libraries below it, e.g. pandas, may have raised it for RecBole)."""
+    owner, tb = None, error.__traceback__
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if path.startswith(RECBOLE_DIR):
+            owner = "recbole"
+        elif path.startswith(PACKAGE_DIR):
+            owner = "plugin"
+        tb = tb.tb_next
+    return owner == "recbole"
+
+
+def refusal(error):
+    """A ``RecBoleRobustError`` (one line) for what RecBole's own validation raised, or ``None``.
+
+    RecBole checks many settings and files itself, deep inside ``Config``, ``create_dataset`` and
+    ``data_preparation`` (an unknown evaluation mode, ranking and value metrics mixed, a filter that
+    removes every user, a field not in the data ...); those are input errors, not crashes.
+    """
+    if isinstance(error, MemoryError) or isinstance(error, RuntimeError) and "allocate" in str(error):
+        first = str(error).splitlines()[0] if str(error) else "out of memory"
+        return RecBoleRobustError(f"not enough memory for this model and data ({first[:200]}); "
+                                  "lower embedding_size or the batch sizes")
+    if isinstance(error, RecBoleRobustError) or not raised_by_recbole(error) or not isinstance(
+            error, (ValueError, KeyError, NotImplementedError, AssertionError, IndexError, TypeError, RuntimeError)):
+        return None
+    if isinstance(error, KeyError):
+        return RecBoleRobustError(f"RecBole refused the settings or data: no field or setting {error.args[0]!r} "
+                                  "(check load_col, USER_ID_FIELD, ITEM_ID_FIELD and the atomic files' header)")
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return RecBoleRobustError(f"RecBole refused the settings or data: {first}")
+
+
+def refusing_recbole_errors(function):
+    """``function`` with what RecBole's own validation raises turned into one line (``refusal``)."""
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as e:
+            refused = refusal(e)
+            if refused is None:
+                raise
+            raise refused from e
+
+    return checked
+
+
+@refusing_recbole_errors
 def make_config(model, dataset, config_file_list=None, config_dict=None, preset=None):
     """The plugin's ``Config`` (``config.PluginConfig``) for a plugin or RecBole model.
 
@@ -147,62 +203,13 @@ def refuse_pickled_caches(config):
                                      "remove it (the plugin never loads pickled datasets)")
 
 
-RECBOLE_DIR = os.path.dirname(os.path.abspath(recbole.__file__)) + os.sep
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def raised_by_recbole(error):
-    """Whether ``error`` arose in RecBole's own code: the innermost frame of RecBole or the plugin in its
-    traceback is RecBole's (libraries below it, e.g. pandas, may have raised it for RecBole)."""
-    owner, tb = None, error.__traceback__
-    while tb is not None:
-        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        if path.startswith(RECBOLE_DIR):
-            owner = "recbole"
-        elif path.startswith(PACKAGE_DIR):
-            owner = "plugin"
-        tb = tb.tb_next
-    return owner == "recbole"
-
-
-def refusal(error):
-    """A ``RecBoleRobustError`` (one line) for what RecBole's own validation raised, or ``None``.
-
-    RecBole checks many settings and files itself, deep inside ``Config``, ``create_dataset`` and
-    ``data_preparation`` (an unknown evaluation mode, ranking and value metrics mixed, a filter that
-    removes every user, a field not in the data ...); those are input errors, not crashes.
-    """
-    if isinstance(error, MemoryError) or isinstance(error, RuntimeError) and "allocate" in str(error):
-        first = str(error).splitlines()[0] if str(error) else "out of memory"
-        return RecBoleRobustError(f"not enough memory for this model and data ({first[:200]}); "
-                                  "lower embedding_size or the batch sizes")
-    if isinstance(error, RecBoleRobustError) or not raised_by_recbole(error) or not isinstance(
-            error, (ValueError, KeyError, NotImplementedError, AssertionError, IndexError, TypeError, RuntimeError)):
-        return None
-    if isinstance(error, KeyError):
-        return RecBoleRobustError(f"RecBole refused the settings or data: no field or setting {error.args[0]!r} "
-                                  "(check load_col, USER_ID_FIELD, ITEM_ID_FIELD and the atomic files' header)")
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return RecBoleRobustError(f"RecBole refused the settings or data: {first}")
-
-
+@refusing_recbole_errors
 def validate_run(model, dataset, config_file_list=None, config_dict=None, preset=None, resume=None,
                  pretrained=None, checkpoint=None):
     """Every check of a run, with nothing left on disk: a dataset build it makes is undone if a check fails.
 
-    What RecBole's own validation raises on the way is turned into one line (``refusal``).
     Returns ``(config, dataset, (train, valid, test), model, trainer class, tensors taken from pretrained)``.
     """
-    try:
-        return _validate_run(model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint)
-    except Exception as e:
-        refused = refusal(e)
-        if refused is None:
-            raise
-        raise refused from e
-
-
-def _validate_run(model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint):
     with undo_on_error():  # a refused run removes the dataset build it made (data/prepare.py)
         config = make_config(model, dataset, config_file_list, config_dict, preset)
         if resume and checkpoint:
