@@ -38,6 +38,7 @@ setup(
         "recbole_robust.data",
         "recbole_robust.model",
         "recbole_robust.model.general_recommender",
+        "recbole_robust.perturb",
         "recbole_robust.trainer",
         "recbole_robust.robustness",
         "recbole_robust.properties",

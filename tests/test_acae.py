@@ -7,7 +7,7 @@ import torch
 from recbole_robust import run_recbole_robust
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
-from recbole_robust.trainer.perturbation import AdversarialLoss, parse_terms, term_perturbations
+from recbole_robust.perturb.engine import AdversarialLoss, parse_terms, term_perturbations
 
 
 @pytest.fixture

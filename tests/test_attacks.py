@@ -48,8 +48,9 @@ def test_attack_a_saved_checkpoint_without_training(fast):
 def test_pgd_beats_fgm_where_the_loss_is_curved_and_stays_in_the_ball(fast):
     import torch
 
-    from recbole_robust.robustness.attacks import attack_perturbations, attack_sweep, training_gradients
-    from recbole_robust.trainer.perturbation import call_with, named_tensor, perturbation, rec_loss_fn
+    from recbole_robust.perturb.ascent import attack_perturbations, training_gradients
+    from recbole_robust.robustness.attacks import attack_sweep
+    from recbole_robust.perturb.engine import call_with, named_tensor, perturbation, rec_loss_fn
 
     from recbole_robust.quick_start import prepare_run
 

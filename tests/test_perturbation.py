@@ -5,7 +5,7 @@ import torch
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
-from recbole_robust.trainer.perturbation import (
+from recbole_robust.perturb.engine import (
     AdversarialLoss, call_with, named_tensor, parse_terms, perturbation, term_perturbations,
 )
 

@@ -24,7 +24,7 @@ import torch
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
 from recbole_robust.robustness.attacks import evaluate_with
-from recbole_robust.trainer.perturbation import call_with, named_tensor
+from recbole_robust.perturb.engine import call_with, named_tensor
 
 
 def noise_targets(config, model):

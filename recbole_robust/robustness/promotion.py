@@ -24,8 +24,9 @@ from recbole.data.interaction import Interaction
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
-from recbole_robust.robustness.attacks import attack_perturbations, attack_terms, projected_ascent
-from recbole_robust.trainer.perturbation import call_with, gradients, named_tensor, normalise
+from recbole_robust.perturb.ascent import attack_perturbations, projected_ascent
+from recbole_robust.robustness.attacks import attack_terms
+from recbole_robust.perturb.engine import call_with, gradients, named_tensor, normalise
 
 USER_CHUNK = 64
 PAIRS_PER_PASS = 1 << 16

@@ -14,14 +14,13 @@ import torch
 from recbole.utils import dict2str, set_color
 
 from recbole_robust.robustness import analyses, promotion
-from recbole_robust.robustness.attacks import (
-    attack_perturbations, attack_sweep, attack_terms, check_attack, evaluate_with, pgd_settings,
-)
+from recbole_robust.perturb.ascent import attack_perturbations
+from recbole_robust.robustness.attacks import attack_sweep, attack_terms, check_attack, evaluate_with, pgd_settings
 from recbole_robust.robustness.report import (
     write_attack_report, write_landscape_report, write_rank_change_report, write_sweep_plot,
     write_table_report,
 )
-from recbole_robust.trainer.perturbation import call_with
+from recbole_robust.perturb.engine import call_with
 from recbole_robust.trainer.checkpoint import rng_state, set_rng_state
 
 ANALYSES = ("noise", "adjust", "landscape", "promotion", "rank_change")

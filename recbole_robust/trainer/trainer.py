@@ -1,6 +1,6 @@
 """The plugin's Trainer: RecBole's Trainer plus adversarial stages, Mirror Gradient, safe checkpoints.
 
-Adversarial training (``perturbation.py``): from epoch ``adv_start_epoch`` on, each batch's loss is
+Adversarial training (``perturb/engine.py``): from epoch ``adv_start_epoch`` on, each batch's loss is
 the model's loss plus the configured adversarial terms; epochs before are plain pre-training. The
 adversarial stage may switch optimiser (``adv_learner``, e.g. ACAE's Adagrad). A model initialised
 from a compatible checkpoint (``init_from_checkpoint``: AMR from VBPR) starts the adversary at
@@ -39,7 +39,7 @@ from recbole.utils import set_color
 from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
 from recbole_robust.model.contract import hook
 from recbole_robust.trainer.mirror import MirrorStep, check_mirror_config
-from recbole_robust.trainer.perturbation import AdversarialLoss, parse_terms
+from recbole_robust.perturb.engine import AdversarialLoss, parse_terms
 from recbole_robust.trainer.sharpness import SharpnessStep, check_sharpness_config
 from recbole_robust.trainer.checkpoint import (
     apply_weights, atomic_save, best_checkpoint_file, check_compatible, last_checkpoint_file, load_checkpoint,

@@ -12,7 +12,7 @@ with an adversary that perturbs the item content features c_i (eq. 5-13):
     Delta_i = eps * Gamma_i / ||Gamma_i||,  Gamma_i = dL'_BPR / dDelta_i  (per item row, eq. 11-12)
 
 The model is the predictor only; the perturbation is made by the Trainer's perturbation engine
-(``recbole_robust/trainer/perturbation.py``) from the config: ``adv_targets: [item_features]``,
+(``recbole_robust/perturb/engine.py``) from the config: ``adv_targets: [item_features]``,
 ``adv_eps`` (eps), ``adv_lambda`` (lambda), ``adv_type`` (``fgm``; ``sign`` is the paper's
 rejected alternative, ``random`` its control). The L2 regulariser is left out of the perturbed
 term and the perturbation is built from the mini-batch loss (section 3.3). Pre-training
