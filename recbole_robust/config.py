@@ -30,7 +30,7 @@ RECBOLE_EVALUATED = {
     "recbole/model/context_aware_recommender/kd_dagfm.py": "config['teacher']: SETTINGS allows KD_DAGFM_TEACHERS",
 }
 """Every file of RecBole 1.2.1 that calls ``eval`` on a value, and what makes the plugin's pipeline safe from
-it; ``tests/test_hardening.py`` reads RecBole's source and fails on a call not listed here."""
+it; ``tests/test_trust.py`` reads RecBole's source and fails on a call not listed here."""
 
 
 MAX_VALUE_CHARS = 100_000

@@ -19,7 +19,6 @@ Results: ``<local_dir>/<name>/`` holds Ray's own logs and checkpoints, ``results
 ``results.md`` (one row per trial: parameters, best valid metric, test metrics, status) and
 ``best_config.yaml`` (usable with ``--config_files``).
 """
-import csv
 import math
 import os
 import socket
@@ -31,6 +30,7 @@ import yaml
 from recbole_robust import resources
 from recbole_robust.config import check_settings, parse_value, read_settings_file
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.utils import atomic_write, write_csv
 
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "grid", "hyperopt")
@@ -276,20 +276,25 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
         if started_here:
             ray.shutdown()
     rows = result_rows(grid, list(space), metric, mode)
-    best = best_config(rows, metric, mode)
+    best = best_config(grid, rows, metric, mode)
     write_results(path, rows, best, metric)
     return rows, best, path
 
 
 def result_rows(grid, params, metric, mode):
+    """One row per trial: its parameters, its best valid metric (Ray's ``ResultGrid.get_dataframe`` with
+    ``filter_metric``: each trial's best report), the epochs it reported, its status and test metrics."""
+    frame = grid.get_dataframe(filter_metric=metric, filter_mode=mode)
+    best = {} if frame.empty or metric not in frame else dict(zip(frame["trial_id"], frame[metric]))
     rows = []
     for result in grid:
         history = result.metrics_dataframe
-        scores = history[metric].dropna() if history is not None and metric in history else []
-        best = (max(scores) if mode == "max" else min(scores)) if len(scores) else None
+        reported = int(history[metric].notna().sum()) if history is not None and metric in history else 0
+        trial_id = (result.metrics or {}).get("trial_id")
+        score = best.get(trial_id) if reported else None
         row = {"trial": os.path.basename(result.log_dir or "") if result.log_dir else "",
                **{p: result.config.get(p) for p in params},
-               f"best_{metric}": best, "epochs_reported": len(scores),
+               f"best_{metric}": None if score is None else float(score), "epochs_reported": reported,
                "status": "error" if result.error else ("completed" if (result.metrics or {}).get("done_training")
                                                        else "stopped early")}
         row.update({k: v for k, v in (result.metrics or {}).items() if k.startswith("test_")})
@@ -299,29 +304,27 @@ def result_rows(grid, params, metric, mode):
     return rows
 
 
-def best_config(rows, metric, mode):
-    scored = [r for r in rows if r[f"best_{metric}"] is not None]
-    if not scored:
+def best_config(grid, rows, metric, mode):
+    """The row of the best trial (Ray's ``get_best_result`` over every report, ``scope="all"``), or None."""
+    if not any(r[f"best_{metric}"] is not None for r in rows):
         return None
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda r: r[f"best_{metric}"])
+    best = grid.get_best_result(metric=metric, mode=mode, scope="all")
+    trial = os.path.basename(best.log_dir or "")
+    return next(r for r in rows if r["trial"] == trial)
 
 
 def write_results(path, rows, best, metric):
+    """``results.csv``, ``results.md`` and (with a best trial) ``best_config.yaml``, each written atomically."""
     from tabulate import tabulate
 
     os.makedirs(path, exist_ok=True)
+    write_csv(os.path.join(path, "results.csv"), rows)
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(os.path.join(path, "results.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
     table = tabulate([[r.get(c, "") for c in columns] for r in rows], headers=columns, tablefmt="github",
                      floatfmt=".4g")
-    Path(os.path.join(path, "results.md")).write_text(table + "\n", encoding="utf-8")
+    atomic_write(os.path.join(path, "results.md"), lambda tmp: Path(tmp).write_text(table + "\n", encoding="utf-8"))
     if best is not None:
         params = {k: v for k, v in best.items()
                   if k not in ("trial", "status", "epochs_reported", "error") and not k.startswith(("best_", "test_"))}
-        Path(os.path.join(path, "best_config.yaml")).write_text(
-            f"# best trial {best['trial']}: {metric} = {best[f'best_{metric}']}\n" + yaml.safe_dump(params),
-            encoding="utf-8")
+        text = f"# best trial {best['trial']}: {metric} = {best[f'best_{metric}']}\n" + yaml.safe_dump(params)
+        atomic_write(os.path.join(path, "best_config.yaml"), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

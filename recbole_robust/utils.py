@@ -1,4 +1,5 @@
 """Small helpers shared across the package."""
+import csv
 import errno
 import glob
 import os
@@ -38,6 +39,22 @@ def atomic_write(path, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_csv(path, records):
+    """``records`` (dicts) as a CSV file with a header, written atomically: the package's one CSV writer.
+
+    The columns are every key of the records, in the order they first appear; a missing value is empty.
+    """
+    columns = list(dict.fromkeys(k for r in records for k in r))
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+
+    atomic_write(path, write)
 
 
 def _alive(pid):

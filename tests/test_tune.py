@@ -38,6 +38,12 @@ def test_planted_grid_finds_the_known_best(tmp_path, search, local_ray):
     assert "test_recall@10" in best
     assert yaml.safe_load(open(os.path.join(path, "best_config.yaml"))) == {"learning_rate": 0.01}
     assert os.path.isfile(os.path.join(path, "results.csv")) and os.path.isfile(os.path.join(path, "results.md"))
+    import csv
+
+    metric = next(k for k in rows[0] if k.startswith("best_"))  # each trial's best report (Ray's get_dataframe)
+    assert best[metric] == max(r[metric] for r in rows) and all(r[metric] is not None for r in rows)
+    written = list(csv.DictReader(open(os.path.join(path, "results.csv"), encoding="utf-8")))
+    assert [float(r[metric]) for r in written] == [r[metric] for r in rows]
 
 
 def test_asha_stops_a_bad_trial_early(tmp_path, search, local_ray):

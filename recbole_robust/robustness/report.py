@@ -4,13 +4,12 @@ Attack rows give the clean metric, the attacked metric and the relative drop
 ``(clean - attacked) / clean``. Files are written to a temporary name and renamed, so a report is
 either complete or absent.
 """
-import csv
 import os
 from pathlib import Path
 
 from tabulate import tabulate
 
-from recbole_robust.utils import atomic_write
+from recbole_robust.utils import atomic_write, write_csv
 
 
 def _pyplot():
@@ -79,17 +78,6 @@ def write_attack_report(clean, rows, metric, out_dir, title):
     atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     plot(clean, rows, metric, title, paths["png"])
     return paths, text
-
-
-def write_csv(path, records):
-    """``records`` (dicts with the same keys) as a CSV file with a header, written atomically."""
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-
-    atomic_write(path, write)
 
 
 def write_table_report(out_dir, name, records, columns, title):

@@ -32,8 +32,8 @@ from scipy import stats
 from tabulate import tabulate
 
 from recbole_robust.robustness.compare import paired_t_test
-from recbole_robust.robustness.report import drop, rank_change_histogram, write_csv, write_sweep_plot
-from recbole_robust.utils import atomic_write
+from recbole_robust.robustness.report import drop, rank_change_histogram, write_sweep_plot
+from recbole_robust.utils import atomic_write, write_csv
 
 
 def _mean_std(values):
