@@ -424,10 +424,6 @@ def tamper(src, dst, change):
     return str(dst)
 
 
-def set_in(key, value):
-    return lambda state: state.__setitem__(key, value)
-
-
 CHECKPOINTS = {
     "an extra state_dict key": ("checkpoint", lambda s: s["state_dict"].__setitem__("extra.weight", s["state_dict"][
         "user_embedding.weight"]), "holds tensors BPR does not have: extra.weight"),

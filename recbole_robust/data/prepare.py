@@ -133,16 +133,12 @@ def check_build_target(name, build_dir, roots, sources):
     allowed: nothing of the user's is in it.)
     """
     target = os.path.join(os.path.abspath(build_dir), name)
-    for folder in roots:
-        if os.path.realpath(build_dir) == os.path.realpath(folder) or _inside(folder, target):
-            raise RecBoleRobustError(
-                f"build_dir {build_dir} overlaps the data folder {folder}: builds are written outside the "
-                "source data (choose another --build_dir)")
-    for folder in sources:
-        if _inside(build_dir, folder) or _inside(folder, target):
-            raise RecBoleRobustError(
-                f"build_dir {build_dir} overlaps the data folder {folder}: builds are written outside the "
-                "source data (choose another --build_dir)")
+    overlapping = [f for f in roots if os.path.realpath(build_dir) == os.path.realpath(f) or _inside(f, target)]
+    overlapping += [f for f in sources if _inside(build_dir, f) or _inside(f, target)]
+    if overlapping:
+        raise RecBoleRobustError(
+            f"build_dir {build_dir} overlaps the data folder {overlapping[0]}: builds are written outside the "
+            "source data (choose another --build_dir)")
     if os.path.lexists(target) and not is_own_folder(target):
         raise RecBoleRobustError(
             f"build folder {target} exists and was not written by recbole-robust; it is left as it is "
