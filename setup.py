@@ -33,6 +33,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
+    py_modules=["recbole_robust_cli"],  # the command line, importable without importing the package (fast --help)
     packages=[
         "recbole_robust",
         "recbole_robust.data",
@@ -41,6 +42,7 @@ setup(
         "recbole_robust.perturb",
         "recbole_robust.trainer",
         "recbole_robust.robustness",
+        "recbole_robust.robustness.analyses",
         "recbole_robust.properties",
         "recbole_robust.dataset_configs",
     ],
@@ -57,5 +59,5 @@ setup(
     },
     install_requires=install_requires,
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["recbole-robust=recbole_robust.cli:main"]},
+    entry_points={"console_scripts": ["recbole-robust=recbole_robust_cli:main"]},
 )

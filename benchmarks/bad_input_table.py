@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import test_trust as cases  # noqa: E402  (the tests' own case lists)
 from conftest import write_small_datasets  # noqa: E402
 
-from recbole_robust import cli  # noqa: E402
+import recbole_robust_cli as cli  # noqa: E402
 
 LISTS = {
     "data loss (--data_path=D)": (cases.DATA_LOSS, "data"),

@@ -9,18 +9,20 @@ uses any of them. It does not read ``sys.argv``: the CLI turns the command line 
 ``parse_overrides``. Plain ``recbole.config.Config`` is left as RecBole wrote it.
 """
 import ast
-import math
-import numbers
 import os
 import re
 
 import yaml
 from recbole.config import Config
 
+from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.perturb import engine
 from recbole_robust.resources import MAX_NESTING
+from recbole_robust.robustness import analyses, attacks
+from recbole_robust.settings import BOOL, POSITIVE_INT, is_int, is_number, positive_int, str_list
+from recbole_robust.trainer import mirror, sharpness
 
-LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam")
 KD_DAGFM_TEACHERS = ("CrossNet", "CINComp")
 """The classes RecBole's KD_DAGFM can build as its teacher: it runs ``eval(config['teacher'])``."""
 
@@ -127,55 +129,10 @@ def read_settings_file(path, what="config file"):
     return content
 
 
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _positive_int(v):
-    return _is_int(v) and v > 0
-
-
-def _int_list(v, low):
-    values = v if isinstance(v, list) else [v]
-    return bool(values) and all(_is_int(x) and x >= low for x in values)
-
-
-def _str_list(v, allowed=None):
-    values = v if isinstance(v, list) else [v]
-    return bool(values) and all(isinstance(x, str) and (allowed is None or x.lower() in allowed) for x in values)
-
-
-def _numbers(v, low, inclusive=True):
-    values = v if isinstance(v, list) else [v]
-    return bool(values) and all(_is_number(x) and (x >= low if inclusive else x > low) for x in values)
-
-
 def _metric_names():
     from recbole.evaluator.register import metrics_dict
 
     return metrics_dict
-
-
-def _attack_methods():
-    from recbole_robust.robustness.attacks import ATTACKS
-
-    return ATTACKS
-
-
-def _sharpness_methods():
-    from recbole_robust.trainer.sharpness import SHARPNESS
-
-    return SHARPNESS
-
-
-def _analyses():
-    from recbole_robust.robustness.runs import ANALYSES
-
-    return ANALYSES
 
 
 LOG_LEVELS = ("info", "debug", "warning", "error", "critical")
@@ -197,7 +154,7 @@ def _eval_args_problem(v):
         if not isinstance(split, dict) or len(split) != 1 or next(iter(split)) not in ("RS", "LS"):
             return "split"
         kind, value = next(iter(split.items()))
-        if kind == "RS" and not (isinstance(value, list) and len(value) == 3 and _numbers(value, 0) and sum(value) > 0):
+        if kind == "RS" and not (isinstance(value, list) and len(value) == 3 and settings.number_list(value, 0) and sum(value) > 0):
             return "split RS"
         if kind == "LS" and value not in ("valid_and_test", "valid_only", "test_only"):
             return "split LS"
@@ -214,22 +171,21 @@ def _negative_sampling_ok(v):
     distribution = v.get("distribution", "uniform")
     if distribution in (None, "none", "None"):
         return True
-    return distribution in ("uniform", "popularity") and _positive_int(v.get("sample_num", 1))
+    return distribution in ("uniform", "popularity") and positive_int(v.get("sample_num", 1))
 
 
-# name: (check, what a valid value is). Checked on the user's own settings (files, dict, command line)
-SETTINGS = {
-    "epochs": (_positive_int, "an integer >= 1"),
-    "train_batch_size": (_positive_int, "an integer >= 1"),
-    "eval_batch_size": (_positive_int, "an integer >= 1"),
-    "embedding_size": (_positive_int, "an integer >= 1"),
-    "stopping_step": (_positive_int, "an integer >= 1"),
-    "eval_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "seed": (_is_int, "an integer"),
-    "learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "topk": (lambda v: _int_list(v, 1), "an integer >= 1 or a list of them"),
-    "metrics": (lambda v: _str_list(v, _metric_names()), "RecBole metric names (recall, ndcg, hit, mrr ...)"),
+RECBOLE_SETTINGS = {
+    "epochs": POSITIVE_INT,
+    "train_batch_size": POSITIVE_INT,
+    "eval_batch_size": POSITIVE_INT,
+    "embedding_size": POSITIVE_INT,
+    "stopping_step": POSITIVE_INT,
+    "eval_step": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "seed": (is_int, "an integer"),
+    "learning_rate": settings.POSITIVE,
+    "weight_decay": settings.NON_NEGATIVE,
+    "topk": (lambda v: settings.int_list(v, 1), "an integer >= 1 or a list of them"),
+    "metrics": (lambda v: str_list(v, _metric_names()), "RecBole metric names (recall, ndcg, hit, mrr ...)"),
     "valid_metric": (lambda v: isinstance(v, str) and v != "", "a metric name such as recall@20"),
     "eval_args": (lambda v: _eval_args_problem(v) is None, "a mapping such as {'split': {'RS': [0.8, 0.1, 0.1]}, "
                   "'order': 'RO', 'group_by': 'user', 'mode': 'full'}"),
@@ -238,63 +194,41 @@ SETTINGS = {
                               "(distribution uniform, popularity or none; sample_num an integer >= 1)"),
     "state": (lambda v: v is None or isinstance(v, str) and v.lower() in LOG_LEVELS,
               f"a log level: {', '.join(LOG_LEVELS)}"),
-    "learner": (lambda v: isinstance(v, str) and v.lower() in LEARNERS, f"one of {', '.join(LEARNERS)}"),
-    "adv_learner": (lambda v: v is None or isinstance(v, str) and v.lower() in LEARNERS,
-                    f"one of {', '.join(LEARNERS)}"),
-    "show_progress": (lambda v: isinstance(v, bool), "True or False"),
-    "reproducibility": (lambda v: isinstance(v, bool), "True or False"),
-    "mirror_gradient": (lambda v: isinstance(v, bool), "True or False"),
-    "sharpness": (lambda v: v is None or isinstance(v, str) and v.lower() in _sharpness_methods(),
-                  "sam, asam or ssam_f (or ~ for none)"),
-    "sam_rho": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "ssam_sparsity": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "ssam_mask_interval": (_positive_int, "an integer >= 1"),
-    "attack": (lambda v: v is None or _str_list(v, _attack_methods()), "one of fgm, sign, random, pgd (or a list)"),
-    "attack_eps": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
-    "attack_steps": (_positive_int, "an integer >= 1"),
-    "attack_step_size": (lambda v: v is None or _is_number(v) and v > 0, "a number > 0 (a fraction of eps) or ~"),
-    "attack_random_start": (lambda v: isinstance(v, bool), "True or False"),
-    "valid_attack": (lambda v: v is None or isinstance(v, str) and v in _attack_methods(), "one of fgm, sign, random, pgd or ~"),
-    "valid_attack_eps": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "attack_metric": (lambda v: v is None or isinstance(v, str) and "@" in v, "a metric name such as ndcg@10"),
-    "analysis": (lambda v: v is None or _str_list(v, _analyses()),
-                 "noise, adjust, landscape, promotion or rank_change (or a list)"),
-    "promotion_items": (_positive_int, "an integer >= 1"),
-    "promotion_eps": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
-    "promotion_topk": (_positive_int, "an integer >= 1"),
-    "noise_sigma": (lambda v: _numbers(v, 0), "a number >= 0 or a list of them"),
-    "noise_relative": (lambda v: isinstance(v, bool), "True or False"),
-    "adjust_repeats": (_positive_int, "an integer >= 1"),
-    "noise_repeats": (_positive_int, "an integer >= 1"),
-    "adjust_fraction": (lambda v: _numbers(v, 0, inclusive=False) and all(x <= 1 for x in (v if isinstance(v, list) else [v])),
-                        "a number in (0, 1] or a list of them"),
-    "landscape_points": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-    "landscape_batches": (_positive_int, "an integer >= 1"),
-    "landscape_span": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "plugin_dataset": (lambda v: v in ("auto", True, False), "auto, True or False"),
-    "eval_memory_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MB)"),
-    "history_items": (lambda v: v in (None, "train"), "train or ~ (RecBole's: training and validation items)"),
-    "drop_cold_users": (lambda v: isinstance(v, bool), "True or False"),
-    "heldout_users": (lambda v: v is None or _is_number(v) and 0 < v < 1, "a number in (0, 1) or ~"),
-    "foldin_ratio": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "negatives_from": (lambda v: v in ("all", "train"), "all or train"),
-    "valid_ties_improve": (lambda v: isinstance(v, bool), "True or False"),
+    "learner": (lambda v: isinstance(v, str) and v.lower() in engine.LEARNERS, f"one of {', '.join(engine.LEARNERS)}"),
+    "show_progress": BOOL,
+    "reproducibility": BOOL,
     # settings that RecBole 1.2.1 passes to eval(): only the names it can mean (RECBOLE_EVALUATED)
     "teacher": (lambda v: v in KD_DAGFM_TEACHERS, f"one of {', '.join(KD_DAGFM_TEACHERS)} (KD_DAGFM's teacher network)"),
 }
+"""RecBole's own settings that a user can get wrong in ways RecBole reports late or not at all."""
+
+PIPELINE_SETTINGS = {
+    "threads": (lambda v: v is None or positive_int(v), "an integer >= 1 (or ~: the CPUs available)"),
+    "plugin_dataset": (lambda v: v in ("auto", True, False), "auto, True or False"),
+    "eval_memory_mb": settings.POSITIVE,
+    "history_items": (lambda v: v in (None, "train"), "train or ~ (RecBole's: training and validation items)"),
+    "drop_cold_users": BOOL,
+    "heldout_users": (lambda v: v is None or is_number(v) and 0 < v < 1, "a number in (0, 1) or ~"),
+    "foldin_ratio": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "negatives_from": (lambda v: v in ("all", "train"), "all or train"),
+    "valid_ties_improve": BOOL,
+}
+"""The plugin's own data and evaluation settings."""
+
+SETTINGS = {**RECBOLE_SETTINGS, **PIPELINE_SETTINGS, **engine.SETTINGS, **mirror.SETTINGS, **sharpness.SETTINGS,
+            **attacks.SETTINGS, **analyses.SETTINGS}
+"""Every checked setting: ``{name: (check, what a valid value is)}``, each written once, beside its feature
+(``settings.py``). Checked on the user's own settings (files, dict, command line, search spaces)."""
 PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "analysis_dir")
 
 
-def check_settings(settings, source=""):
-    """One-line error for the first setting of ``settings`` whose value has the wrong type or range."""
-    for key, value in settings.items():
+def check_settings(values, source=""):
+    """One-line error for the first of ``values`` whose value has the wrong type, range or nesting."""
+    for key, value in values.items():
         check_nesting(f"{source}{key}", value)
-        if key in SETTINGS:
-            check, expected = SETTINGS[key]
-            if not check(value):
-                raise RecBoleRobustError(f"{source}{key} must be {expected}, got {value!r}")
-        elif key in PATH_SETTINGS and value is not None and not isinstance(value, str):
+        if key in PATH_SETTINGS and value is not None and not isinstance(value, str):
             raise RecBoleRobustError(f"{source}{key} must be a path, got {value!r}")
+    settings.check_settings(values, SETTINGS, source)
 
 
 def evaluated_metrics(config):

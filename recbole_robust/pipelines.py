@@ -1,19 +1,28 @@
-"""Entry points that launch several runs: ``compare_models`` (``--compare``) and ``robustness_report``
-(``--robustness_report``).
+"""Entry points that launch several runs: ``compare_models`` (``--compare``), ``train_seeds`` (``--seeds``),
+``robustness_report`` (``recbole-robust report``) and ``train_and_report`` (a report of models trained here).
 
-They stand above ``quick_start`` (each run is its ``prepare_run``) and use ``robustness/`` for what is
-computed on a trained model; ``robustness/`` itself never launches a run.
+They stand above ``quick_start`` (each run is its ``prepare_run`` or ``run_recbole_robust``) and use
+``robustness/`` for what is computed on a trained model; ``robustness/`` itself never launches a run.
 """
 import os
+import platform
+import subprocess
 import time
 from logging import getLogger
 
+import numpy as np
+from tabulate import tabulate
+
 from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.quick_start import prepare_run, validate_run
+from recbole_robust.quick_start import prepare_run, run_recbole_robust, validate_run
 from recbole_robust.robustness import runs
-from recbole_robust.robustness.compare import comparison_table, evaluate_per_user, paired_t_test
+from recbole_robust.robustness.attacks import attack_methods, pgd_settings
+from recbole_robust.robustness.compare import baseline_metrics, comparison_table, evaluate_per_user, paired_t_test
 from recbole_robust.robustness.summary import write_report
+from recbole_robust.settings import as_list
 from recbole_robust.trainer import load_checkpoint, load_weights
+
+PYTHON_CALL = "(a Python call)"
 
 
 def compare_models(models, dataset, config_file_list=None, config_dict=None, preset=None):
@@ -38,6 +47,42 @@ def compare_models(models, dataset, config_file_list=None, config_dict=None, pre
     return rows, table
 
 
+def check_seeds(seeds):
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise RecBoleRobustError(f"--seeds takes integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise RecBoleRobustError(f"--seeds gives a seed twice: {seeds}")
+    return list(seeds)
+
+
+def seeds_table(results, seeds):
+    """The per-seed test metrics and their mean ± std, as one text table (metrics as rows)."""
+    metrics = list(results[0]["test_result"])
+    rows = []
+    for m in metrics:
+        values = np.array([r["test_result"][m] for r in results], dtype=float)
+        rows.append([m, *[float(v) for v in values], f"{values.mean():.4f} ± {values.std():.4f}"])
+    return tabulate(rows, headers=["metric", *[f"seed {s}" for s in seeds], f"mean ± std (n={len(seeds)})"],
+                    tablefmt="github", floatfmt=".4f")
+
+
+def train_seeds(model, dataset, seeds, config_file_list=None, config_dict=None, preset=None, saved=True):
+    """One run of ``run_recbole_robust`` per seed (everything else equal); every run's settings are checked before
+    the first one trains. Returns ``(results, table)``: each run's result, and the per-seed table with the mean ±
+    std over the seeds (also logged)."""
+    seeds = check_seeds(seeds)
+    for seed in seeds:
+        validate_run(model, dataset, config_file_list, {**(config_dict or {}), "seed": seed}, preset)
+    results = []
+    for seed in seeds:
+        results.append(run_recbole_robust(model=model, dataset=dataset, config_file_list=config_file_list,
+                                          config_dict={**(config_dict or {}), "seed": seed}, preset=preset,
+                                          saved=saved))
+    table = seeds_table(results, seeds)
+    getLogger().info(f"{model} on {dataset}, seeds {', '.join(map(str, seeds))}: test metrics\n{table}")
+    return results, table
+
+
 def parse_groups(items):
     """``["VBPR=a.pth,b.pth", "c.pth"]`` -> ``[("VBPR", ["a.pth", "b.pth"]), (None, ["c.pth"])]`` (label None: the
     checkpoint's model name)."""
@@ -59,34 +104,95 @@ def _run_settings(config_dict, seed, run_dir):
 
 
 def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, preset):
-    """One checkpoint: clean metrics per user, and the run's attacks and analyses (files in its run folder)."""
-    config, _, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict, preset,
-                                                                 checkpoint=path)
+    """One checkpoint: clean metrics (full precision) and per user, the baselines on its split, and the run's
+    analyses (files in its run folder)."""
+    config, data_set, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict,
+                                                                        preset, checkpoint=path)
     load_weights(trainer.model, path, config["device"])
     clean, per_user = evaluate_per_user(trainer, test_data)
-    run = {"config": config, "clean": clean, "per_user": per_user}
-    if config["attack"]:
-        attacked_per_user = []
-
-        def evaluate(trainer, data, tensors=None):
-            result, users = evaluate_per_user(trainer, data, tensors)
-            attacked_per_user.append(users)
-            return result
-
-        run["attack"] = runs.run_attack(config, trainer, train_data, test_data, evaluate=evaluate)
-        for row, users in zip(run["attack"]["rows"], attacked_per_user[1:]):  # the first is the clean evaluation
-            row["per_user"] = users
-    if config["analysis"]:
-        run["analysis"] = runs.run_analyses(config, trainer, train_data, test_data)
-    return run
+    split = {name: (len(part.dataset), int(np.unique(part.dataset.inter_feat[data_set.uid_field].numpy()).size))
+             for name, part in (("train", train_data), ("test", test_data))}
+    return {"config": config, "clean": clean, "per_user": per_user, "seed": config["seed"], "checkpoint": path,
+            "analyses": runs.run_analyses(config, trainer, train_data, test_data),
+            "baselines": baseline_metrics(trainer, train_data, test_data), "split": split}
 
 
-def robustness_report(groups, dataset, config_file_list=None, config_dict=None, preset=None, out_dir=None):
-    """Evaluate every checkpoint of ``groups`` (``parse_groups``) and write the report; returns its paths."""
+def git_commit():
+    """The commit of the package's source checkout, or None (an installed wheel, no git)."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(folder, ".git")):
+        return None
+    try:
+        out = subprocess.run(["git", "-C", folder, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def versions():
+    import recbole
+    import torch
+
+    from recbole_robust import __version__
+
+    return (f"recbole-robust {__version__}, RecBole {recbole.__version__}, PyTorch {torch.__version__}, "
+            f"NumPy {np.__version__}, Python {platform.python_version()}")
+
+
+def report_settings(command, config, preset, split, analyses):
+    """The settings section of a report: what a reader needs to repeat it (``summary.settings_records``)."""
+    import torch
+
+    eval_args = config["eval_args"]
+    rows = {"command": command, "dataset": config["dataset"], "preset": preset or "none (RecBole's defaults)",
+            "evaluation": f"mode {eval_args.get('mode')}, split {eval_args.get('split')}, order "
+                          f"{eval_args.get('order')}, group_by {eval_args.get('group_by')}",
+            "split sizes (first checkpoint)": ", ".join(f"{name} {n} interactions of {u} users"
+                                                        for name, (n, u) in split.items()),
+            "metrics": f"{', '.join(as_list(config['metrics']))} @ {as_list(config['topk'])}; full precision, "
+                       f"rounded for display",
+            "figures and tables centre on": (config["attack_metric"] or config["valid_metric"]).lower()}
+    if "attack" in analyses:
+        pgd = pgd_settings(config)
+        rows["attacks"] = (f"{', '.join(attack_methods(config['attack']))}, eps {as_list(config['attack_eps'])}; "
+                           f"{analyses['attack'].title}")
+        if "pgd" in attack_methods(config["attack"]):
+            step = pgd["step_size"] if pgd["step_size"] is not None else 2.5 / pgd["steps"]
+            rows["PGD"] = (f"{pgd['steps']} steps of {step:g} x eps (L2), projected onto the eps-ball; "
+                           f"random start: {pgd['random_start']}")
+    if "noise" in analyses:
+        rows["noise"] = (f"sigma {as_list(config['noise_sigma'])} "
+                         f"{'x each tensor' + chr(39) + 's std (relative)' if config['noise_relative'] else '(absolute)'}"
+                         f", {config['noise_repeats']} draws")
+    if "adjust" in analyses:
+        rows["information adjustment"] = (f"fractions {as_list(config['adjust_fraction'])}, "
+                                          f"{config['adjust_repeats']} draws; {analyses['adjust'].title}")
+    if "promotion" in analyses:
+        rows["promotion"] = (f"{config['promotion_items']} targets, eps {as_list(config['promotion_eps'])}, "
+                             f"hit ratio@{config['promotion_topk']}")
+    rows.update({"versions": versions(), "git commit": git_commit() or "unknown (not a git checkout)",
+                 "threads": torch.get_num_threads(), "device": str(config["device"]),
+                 "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    return rows
+
+
+def robustness_report(groups, dataset, config_file_list=None, config_dict=None, preset=None, out_dir=None,
+                      command=None):
+    """Evaluate every checkpoint of ``groups`` and write the report; returns ``(results, paths)``.
+
+    ``groups``: ``[(label, [checkpoint of each seed])]`` (``parse_groups``), or ``(label, checkpoints, settings)``
+    with settings of that label's own (e.g. its ``embedding_size``). ``command`` is shown in the report's
+    settings (the CLI passes its command line)."""
     if not dataset:
         raise RecBoleRobustError("--robustness_report needs --dataset (the data the checkpoints were trained on)")
+    groups = [(group[0], group[1], group[2] if len(group) > 2 else {}) for group in groups]
     models, seeds = {}, {}
-    for _, paths in groups:  # every file is checked before anything runs or is written
+    for _, paths, _ in groups:  # every file is checked before anything runs or is written
         for path in paths:
             saved = load_checkpoint(path, "cpu")["config"]
             if saved.get("dataset") != dataset:
@@ -98,21 +204,84 @@ def robustness_report(groups, dataset, config_file_list=None, config_dict=None, 
                 raise RecBoleRobustError(f"checkpoint {path} does not record an integer seed")
             seeds[path] = seed
     labelled = []
-    for label, paths in groups:
+    for label, paths, extra in groups:
         label = label or models[paths[0]]
-        if any(label == other for other, _ in labelled):
+        if any(label == other for other, _, _ in labelled):
             raise RecBoleRobustError(f"--robustness_report: label {label!r} is given twice")
-        labelled.append((label, paths))
-    out_dir = out_dir or os.path.join("saved", "reports", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    planned = [(label, path, os.path.join(out_dir, "runs", f"{label}-{i}"))
-            for label, paths in labelled for i, path in enumerate(paths)]
-    for label, path, run_dir in planned:  # every checkpoint fits its data and settings before any is evaluated
-        validate_run(models[path], dataset, config_file_list, _run_settings(config_dict, seeds[path], run_dir), preset,
-                     checkpoint=path)
-    results = {}
-    for label, path, run_dir in planned:
-        results.setdefault(label, []).append(_evaluate_checkpoint(
-            models[path], dataset, path, config_file_list, _run_settings(config_dict, seeds[path], run_dir), preset))
-    paths = write_report(results, dataset, out_dir, {label: p for label, p in labelled})
+        labelled.append((label, paths, extra))
+    out_dir = out_dir or default_report_dir(dataset)
+    planned = [(label, path, _run_settings({**(config_dict or {}), **extra}, seeds[path],
+                                           os.path.join(out_dir, "runs", f"{label}-{i}")))
+               for label, paths, extra in labelled for i, path in enumerate(paths)]
+    for label, path, settings in planned:  # every checkpoint fits its data and settings before any is evaluated
+        validate_run(models[path], dataset, config_file_list, settings, preset, checkpoint=path)
+    results, baselines, evaluated_seeds = {}, {}, set()
+    for label, path, settings in planned:
+        run = _evaluate_checkpoint(models[path], dataset, path, config_file_list, settings, preset)
+        results.setdefault(label, []).append(run)
+        if run["seed"] not in evaluated_seeds:  # the baselines once per split
+            evaluated_seeds.add(run["seed"])
+            for name, metrics in run["baselines"].items():
+                baselines.setdefault(name, []).append(metrics)
+    first = next(iter(results.values()))[0]
+    settings = report_settings(command or PYTHON_CALL, first["config"], preset, first["split"], first["analyses"])
+    paths = write_report(results, dataset, out_dir, settings, baselines)
     getLogger().info(f"robustness report: {paths['md']}, {paths['html']}")
     return results, paths
+
+
+def parse_variants(models, sets=()):
+    """``["VBPR", "MG=VBPR"]`` and ``["MG.mirror_gradient=True", "epochs=5"]`` -> ``[(label, model, settings)]``
+    (``Label=Model`` runs a model under a label of its own; ``key=value`` is every run's setting,
+    ``Label.key=value`` one label's). Values are parsed as literals, never evaluated."""
+    from recbole_robust.config import parse_value
+
+    common, per_label = {}, {}
+    for item in sets or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RecBoleRobustError(f"--set takes [Label.]key=value, got {item!r}")
+        label, dot, name = key.rpartition(".")
+        (per_label.setdefault(label, {}) if dot else common)[name] = parse_value(value)
+    variants = []
+    for item in models:
+        label, sep, model = item.partition("=")
+        model = model if sep else label
+        if not label or not model:
+            raise RecBoleRobustError(f"--models takes [Label=]Model, got {item!r}")
+        model_settings = per_label.get(model, {}) if model != label else {}
+        variants.append((label, model, {**common, **model_settings, **per_label.get(label, {})}))
+    unknown = set(per_label) - {label for label, _, _ in variants} - {model for _, model, _ in variants}
+    if unknown:
+        raise RecBoleRobustError(f"--set names {', '.join(sorted(unknown))}, not a label or model of --models")
+    if len({label for label, _, _ in variants}) != len(variants):
+        raise RecBoleRobustError(f"--models gives a label twice: {models}")
+    return variants
+
+
+def train_and_report(variants, dataset, seeds=None, config_file_list=None, config_dict=None, preset=None,
+                     out_dir=None, command=None):
+    """Train every variant (``parse_variants``) once per seed (``None``: once, with the configured seed) into
+    ``<out_dir>/checkpoints/``, then write the robustness report of those checkpoints (``robustness_report``: the
+    attacks and analyses of the settings run there, not after each training). Every run's settings are checked
+    before the first one trains. Returns ``(results, paths, trained)``: the report's results and paths, and each
+    label's training results."""
+    seeds = [{}] if seeds is None else [{"seed": seed} for seed in check_seeds(seeds)]
+    out_dir = out_dir or default_report_dir(dataset)
+    plans = [(label, model, {**(config_dict or {}), **extra, **seed,
+                             "checkpoint_dir": os.path.join(out_dir, "checkpoints")})
+             for label, model, extra in variants for seed in seeds]
+    for _, model, settings in plans:
+        validate_run(model, dataset, config_file_list, settings, preset)
+    trained = {}
+    for label, model, settings in plans:
+        run = run_recbole_robust(model=model, dataset=dataset, config_file_list=config_file_list, preset=preset,
+                                 config_dict={**settings, "attack": None, "analysis": None})
+        trained.setdefault(label, []).append(run)
+    groups = [(label, [r["saved_model_file"] for r in trained[label]], extra) for label, _, extra in variants]
+    results, paths = robustness_report(groups, dataset, config_file_list, config_dict, preset, out_dir, command)
+    return results, paths, trained
+
+
+def default_report_dir(dataset):
+    return os.path.join("saved", "reports", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")

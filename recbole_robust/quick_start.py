@@ -9,11 +9,15 @@ validated, so bad input leaves nothing on disk. Attacks and analyses are run by
 """
 import functools
 import glob
+import logging
 import os
+import secrets
 import sys
 from logging import getLogger
+from pathlib import Path
 
 import recbole
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 from tabulate import tabulate
@@ -24,11 +28,14 @@ from recbole_robust.data.prepare import check_dataset_exists, undo_on_error
 from recbole_robust.data.heldout import check_heldout, use_heldout_split
 from recbole_robust.errors import Interrupted, RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
-from recbole_robust.robustness import promotion, runs
+from recbole_robust.robustness import runs
 from recbole_robust.trainer.checkpoint import (best_checkpoint_file, check_compatible, init_from_checkpoint,
                                                last_checkpoint_file, load_checkpoint)
 from recbole_robust.trainer.trainer import check_training_options
-from recbole_robust.utils import remove_stale_temporaries, writable_folder
+from recbole_robust.utils import available_cpus, remove_stale_temporaries, writable_folder
+
+_RUN_HANDLERS = []
+"""The log handlers RecBole's ``init_logger`` added for this process's latest run (``start_logging``)."""
 
 
 RECBOLE_DIR = os.path.dirname(os.path.abspath(recbole.__file__)) + os.sep
@@ -141,8 +148,7 @@ def check_data_options(config, dataset, train_data, test_data):
     topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
     if topk and max(topk) > n_items:
         raise RecBoleRobustError(f"topk {max(topk)} is larger than the {n_items} items of dataset '{config.dataset}'")
-    if "promotion" in runs.analysis_names(config):  # the same check the analysis makes when it draws targets
-        promotion.choose_targets(train_data.dataset.inter_matrix(form="csr"), config["promotion_items"], config["seed"])
+    runs.check_robustness_data(config, train_data)  # e.g. the promotion's targets among the training items
 
 
 def load_data(config):
@@ -203,6 +209,44 @@ def refuse_pickled_caches(config):
                                      "remove it (the plugin never loads pickled datasets)")
 
 
+def use_threads(config):
+    """Set PyTorch's threads for the run: ``threads``, else the CPUs available to this process (its affinity and
+    cgroup quota, ``utils.available_cpus``; PyTorch's own default counts every core of the machine)."""
+    torch.set_num_threads(config["threads"] or available_cpus())
+
+
+def threads_line(config):
+    source = "the threads setting" if config["threads"] else "the CPUs available to this process; set threads to change"
+    return f"PyTorch threads: {torch.get_num_threads()} ({source})"
+
+
+def start_logging(config):
+    """RecBole's ``init_logger``, with a log file of its own for each run of the process (RecBole's configures the
+    root logger once per process, so later runs would write into the first run's file). Returns the log file's
+    path, or None where logging was configured by someone else (e.g. pytest)."""
+    root = logging.getLogger()
+    for handler in _RUN_HANDLERS:
+        root.removeHandler(handler)
+        handler.close()
+    _RUN_HANDLERS.clear()
+    before = list(root.handlers)
+    init_logger(config)
+    _RUN_HANDLERS.extend(h for h in root.handlers if h not in before)
+    return next((h.baseFilename for h in _RUN_HANDLERS if isinstance(h, logging.FileHandler)), None)
+
+
+def run_checkpoint_file(config, log_file, default):
+    """The run's checkpoint: ``<checkpoint_dir>/<the log file's name>.pth``, so that a checkpoint and its log share
+    one id (``<Model>-<dataset>-<time>-<hash of the settings>``); a random suffix where a file of that name exists
+    (two runs of the same settings in the same second). ``default`` without a log file."""
+    if log_file is None:
+        return default
+    path = os.path.join(config["checkpoint_dir"], Path(log_file).stem + ".pth")
+    while os.path.exists(path):
+        path = os.path.join(config["checkpoint_dir"], f"{Path(log_file).stem}-{secrets.token_hex(3)}.pth")
+    return path
+
+
 @refusing_recbole_errors
 def validate_run(model, dataset, config_file_list=None, config_dict=None, preset=None, resume=None,
                  pretrained=None, checkpoint=None):
@@ -212,6 +256,7 @@ def validate_run(model, dataset, config_file_list=None, config_dict=None, preset
     """
     with undo_on_error():  # a refused run removes the dataset build it made (data/prepare.py)
         config = make_config(model, dataset, config_file_list, config_dict, preset)
+        use_threads(config)
         if resume and checkpoint:
             raise RecBoleRobustError("--resume and --checkpoint exclude each other")
         loaded = {path: load_checkpoint(path, "cpu", model=config["model"]) for path in (resume, checkpoint) if path}
@@ -240,7 +285,7 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
     """
     config, dataset, data, model, trainer_class, initialised = validate_run(
         model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint)
-    init_logger(config)
+    log_file = start_logging(config)
     logger = getLogger()
     for path in remove_stale_temporaries(config["checkpoint_dir"]):
         logger.info(f"Removed {path}, left by a run that was killed while writing it")
@@ -248,7 +293,10 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
     logger.info(config)
     logger.info(dataset)
     logger.info(model)
+    logger.info(threads_line(config))
     trainer = trainer_class(config, model)
+    if not resume:
+        trainer.saved_model_file = run_checkpoint_file(config, log_file, trainer.saved_model_file)
     if config["valid_attack"]:
         trainer.validation_hooks.append(runs.attacked_validation)
     if pretrained:
@@ -257,6 +305,8 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
         logger.info(f"Initialised {len(shared)} tensors from {pretrained}" + (f"; not in it: {missing}" if missing else ""))
     if resume:
         trainer.resume_checkpoint(resume)
+    if not checkpoint:
+        trainer.log_stages()
     return config, dataset, data, trainer
 
 
@@ -279,7 +329,8 @@ def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_d
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``,
-        ``saved_model_file``, and ``attack`` (clean result, rows, report files) with ``attack`` set.
+        ``saved_model_file``, and ``analyses``: ``{name: Result}`` of every attack and analysis the settings ask
+        for (``robustness/analyses/``; empty when none).
     """
     config, _, (train_data, valid_data, test_data), trainer = prepare_run(
         model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint
@@ -312,8 +363,5 @@ def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_d
         "test_result": test_result,
         "saved_model_file": saved_model_file,
     }
-    if config["attack"]:
-        result["attack"] = runs.run_attack(config, trainer, train_data, test_data)
-    if config["analysis"]:
-        result["analysis"] = runs.run_analyses(config, trainer, train_data, test_data)
+    result["analyses"] = runs.run_analyses(config, trainer, train_data, test_data)
     return result

@@ -9,7 +9,8 @@ it relies on (``recbole_internals.py``: version and signatures, one line if they
 * **trainers**: ``recbole.utils.get_trainer`` looks up ``recbole.trainer.<Name>Trainer``; it is set to
   the trainer the model names as its ``trainer_class`` (default ``RobustTrainer``);
 * **datasets**: ``recbole.data.create_dataset`` looks up ``recbole.data.dataset.<Name>Dataset``; it is
-  set to ``MultimodalDataset`` for models with ``needs_item_features = True``;
+  set to ``GraphDataset`` (a split's graphs, ``data/graphs.py``) for every plugin model, ``MultimodalDataset``
+  (that, and item content features) for models with ``needs_item_features = True``;
 * **dataloaders**: RecBole gives its auto-encoders (MultiVAE, CDAE ...) a ``UserDataLoader``
   (batches of user ids) by model name; ``recbole.data.utils.get_dataloader`` is wrapped to do the
   same for plugin models with ``user_dataloader = True`` (VAEGAN), and, in the plugin's pipeline, to
@@ -56,7 +57,7 @@ from recbole_robust import recbole_internals, resources
 from recbole_robust.config import PluginConfig
 from recbole_robust.data.dataloader import BudgetFullSortEvalDataLoader, TrainingItemsTrainDataLoader
 from recbole_robust.data.heldout import TrainingUsersDataLoader
-from recbole_robust.data.dataset import MultimodalDataset
+from recbole_robust.data.dataset import GraphDataset, MultimodalDataset
 from recbole_robust.data.prepare import ensure_built, plugin_source, set_build_target, time_order_fallback
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
@@ -165,8 +166,8 @@ def register():
             raise RecBoleRobustError(f"plugin model {name} would shadow RecBole's built-in model of that name")
         sys.modules[f"recbole.model.{submodule}.{name.lower()}"] = sys.modules[cls.__module__]
         setattr(recbole.trainer, f"{name}Trainer", model_trainer(cls))
-        if hook(cls, "needs_item_features"):
-            setattr(recbole.data.dataset, f"{name}Dataset", MultimodalDataset)
+        dataset_class = MultimodalDataset if hook(cls, "needs_item_features") else GraphDataset
+        setattr(recbole.data.dataset, f"{name}Dataset", dataset_class)
     _hook_config()
     _hook_dataset()
     Trainer._save_checkpoint = save_plain_checkpoint

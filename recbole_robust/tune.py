@@ -69,6 +69,13 @@ def read_search_space(path):
     return parsed
 
 
+def trial_count(space, num_samples, search_alg):
+    """How many trials a search runs: the grid entries crossed, times ``num_samples`` (HyperOpt: ``num_samples``)."""
+    if search_alg == "hyperopt":
+        return num_samples
+    return math.prod(len(values) for kind, values in space.values() if kind == "grid") * num_samples
+
+
 def check_bounds(path, name, kind, values):
     """``[low, high]`` of a uniform / loguniform / randint entry: finite numbers, low < high (integers for
     randint, low > 0 for loguniform)."""
@@ -158,13 +165,11 @@ def _trainable(base):
 
     def trial(params):
         import ray
-        import torch
         from ray.air import session
 
         from recbole_robust.quick_start import run_recbole_robust
 
-        torch.set_num_threads(max(1, int(base["_cpus_per_trial"])))
-        config_dict = {k: v for k, v in base["config_dict"].items()}
+        config_dict = {"threads": max(1, int(base["_cpus_per_trial"])), **base["config_dict"]}
         config_dict.update(params)
         config_dict.update(trial_devices(ray.get_gpu_ids()))
         config_dict.update({"show_progress": False, "state": "WARNING"})

@@ -88,3 +88,32 @@ def writable_folder(path):
             break
         folder = parent
     return folder, os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
+
+
+CGROUP_QUOTAS = (("/sys/fs/cgroup/cpu.max", None),  # cgroup v2: "<quota> <period>" or "max <period>"
+                 ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))  # cgroup v1
+
+
+def available_cpus(cgroup_v2_file=None):
+    """The CPUs this process may use: its affinity mask, bounded by a cgroup CPU quota (a container's or a CI
+    job's limit), which ``os.cpu_count()`` and PyTorch's default both ignore. ``cgroup_v2_file`` replaces the
+    cgroup v2 quota file (tests)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    quotas = ((cgroup_v2_file, None),) if cgroup_v2_file else CGROUP_QUOTAS
+    for quota_file, period_file in quotas:
+        try:
+            with open(quota_file, encoding="ascii") as f:
+                fields = f.read().split()
+            if period_file:
+                with open(period_file, encoding="ascii") as f:
+                    fields.append(f.read().strip())
+            quota, period = fields[0], fields[-1]
+            if quota not in ("max", "-1"):
+                cpus = min(cpus, max(1, int(int(quota) / int(period))))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    return cpus

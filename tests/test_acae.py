@@ -95,9 +95,10 @@ def test_decoder_noise_lowers_hr_of_a_trained_cae(fast):
         **fast, "epochs": 5, "attack": "fgm", "attack_targets": ["decoder.weight"], "attack_eps": [2.0, 8.0],
         "attack_metric": "hit@5",
     })
-    clean = result["attack"]["clean"]["hit@5"]
-    fgm = {r["eps"]: r["hit@5"] for r in result["attack"]["rows"] if r["method"] == "fgm"}
-    rand = {r["eps"]: r["hit@5"] for r in result["attack"]["rows"] if r["method"] == "random"}
+    attack = result["analyses"]["attack"].data
+    clean = attack["clean"]["hit@5"]
+    fgm = {r["eps"]: r["hit@5"] for r in attack["rows"] if r["method"] == "fgm"}
+    rand = {r["eps"]: r["hit@5"] for r in attack["rows"] if r["method"] == "random"}
     assert fgm[8.0] < clean and fgm[8.0] <= fgm[2.0]
     assert clean - rand[8.0] < clean - fgm[8.0]
 

@@ -12,10 +12,10 @@ def test_fgm_attack_on_features_and_embeddings(fast, workdir):
         **fast, "epochs": 3, "attack": "fgm", "attack_eps": [0.25, 0.5], "attack_metric": "ndcg@10",
         "attack_targets": ["item_features", ["user_embedding.weight", "item_embedding.weight"]],
     })
-    attack = result["attack"]
-    clean = attack["clean"]["ndcg@10"]
-    assert clean == result["test_result"]["ndcg@10"]
-    by = {(r["target"], r["method"], r["eps"]): r["ndcg@10"] for r in attack["rows"]}
+    attack = result["analyses"]["attack"]
+    clean = attack.data["clean"]["ndcg@10"]
+    assert round(clean, 4) == result["test_result"]["ndcg@10"]  # RecBole's, unrounded
+    by = {(r["target"], r["method"], r["eps"]): r["ndcg@10"] for r in attack.data["rows"]}
     for eps in (0.25, 0.5):
         assert by[("item_features", "fgm", eps)] < clean
         assert clean - by[("item_features", "random", eps)] < clean - by[("item_features", "fgm", eps)]
@@ -25,12 +25,14 @@ def test_fgm_attack_on_features_and_embeddings(fast, workdir):
     assert {m for (t, m, _) in by if t == embeddings} == {"fgm", "random"}
     assert by[(embeddings, "fgm", 0.5)] != by[(embeddings, "random", 0.5)]
 
-    files = attack["files"]
-    assert all(os.path.getsize(files[k]) > 0 for k in ("csv", "md", "png"))
+    files = attack.files
+    assert all(os.path.getsize(files[k]) > 0 for k in ("csv", "md", "tex", "png"))
     with open(files["csv"]) as f:
         records = list(csv.DictReader(f))
     assert len(records) == 2 * 2 * 2 * 5  # targets x methods x eps x metrics
-    assert "relative drop" in open(files["md"]).read()
+    assert all(float(r["relative_drop"]) == (float(r["clean"]) - float(r["attacked"])) / float(r["clean"])
+               for r in records)  # one value a cell, at full precision
+    assert "relative drop" in open(files["md"]).read() and "\\toprule" in open(files["tex"]).read()
     with open(files["png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +43,7 @@ def test_attack_a_saved_checkpoint_without_training(fast):
                                   config_dict={**fast, "attack": "fgm", "attack_eps": [0.5]})
     assert attacked["test_result"] == trained["test_result"]
     assert attacked["best_valid_result"] is None
-    rows = attacked["attack"]["rows"]
+    rows = attacked["analyses"]["attack"].data["rows"]
     assert {r["method"] for r in rows} == {"fgm", "random"}
 
 
@@ -124,7 +126,7 @@ def test_robustness_during_training_is_logged_and_leaves_training_unchanged(fast
 def test_promotion_needs_features_that_reach_the_score(fast, model, promotable):
     from recbole_robust.errors import RecBoleRobustError
     from recbole_robust.quick_start import build_model, load_data, make_config
-    from recbole_robust.robustness.promotion import content_tensors
+    from recbole_robust.robustness.analyses.promotion import content_tensors
 
     config = make_config(model, "tiktok", config_dict=fast, preset="mg")
     _, train_data, _, _ = load_data(config)
@@ -141,7 +143,7 @@ def test_promotion_raises_the_targets_and_rank_change_reports_the_fall(fast):
         **fast, "epochs": 3, "analysis": ["promotion", "rank_change"], "promotion_items": 10,
         "promotion_eps": [1.0, 4.0], "attack_steps": 5, "attack_eps": [1.0], "promotion_topk": 20,
     })
-    rows = {(r["method"], r["eps"]): r for r in result["analysis"]["promotion"]["rows"]}
+    rows = {(r["method"], r["eps"]): r for r in result["analyses"]["promotion"].data["rows"]}
     clean = rows[("clean", 0.0)]
     for eps in (1.0, 4.0):
         pgd, noise = rows[("pgd", eps)], rows[("random", eps)]
@@ -150,9 +152,9 @@ def test_promotion_raises_the_targets_and_rank_change_reports_the_fall(fast):
     assert rows[("pgd", 4.0)]["hit_ratio@20"] > clean["hit_ratio@20"]
     assert rows[("pgd", 4.0)]["mean_rank"] < rows[("pgd", 1.0)]["mean_rank"]
 
-    change = result["analysis"]["rank_change"]
-    before, after = change["before"], change["after"]
+    change = result["analyses"]["rank_change"]
+    before, after = change.data["before"], change.data["after"]
     assert len(before) == len(after) > 0 and (before >= 1).all()
     assert (after - before).mean() > 0  # FGM on the features pushes the clean test items down
-    assert all(os.path.getsize(p) > 0 for p in change["files"].values())
-    assert os.path.getsize(result["analysis"]["promotion"]["files"]["png"]) > 0
+    assert all(os.path.getsize(p) > 0 for p in change.files.values())
+    assert os.path.getsize(result["analyses"]["promotion"].files["png"]) > 0

@@ -14,8 +14,27 @@ def test_help_documents_every_option(tmp_path):
     proc = run_cli(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for option in ("--model", "--dataset", "--config_files", "--data_path", "--build_dir", "--resume", "--saved",
-                   "--key=value", "RECBOLE_ROBUST_DATA"):
+                   "--seeds", "--threads", "--key=value", "RECBOLE_ROBUST_DATA", "train, report, tune, table"):
         assert option in proc.stdout
+    for command, option in (("report", "--models"), ("tune", "--space"), ("table", "mg-fig3")):
+        proc = run_cli([command, "--help"], cwd=tmp_path)
+        assert proc.returncode == 0 and option in proc.stdout
+
+
+def test_help_and_malformed_command_lines_are_answered_without_importing_the_package(tmp_path):
+    """The command parses before it imports the package (PyTorch, RecBole: seconds)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys, recbole_robust_cli as cli\n"
+            "for argv in (['--help'], ['report', '--help'], ['--model=BPR', '--epochs=1', '--epochs=2']):\n"
+            "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'recbole', 'recbole_robust') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
+    assert "error: option --epochs is given more than once" in proc.stderr
 
 
 def test_run_with_config_file_and_overrides(tmp_path, build_dir):
@@ -27,10 +46,49 @@ def test_run_with_config_file_and_overrides(tmp_path, build_dir):
     )
     assert proc.returncode == 0, proc.stderr
     assert "checkpoint: saved/VBPR-" in proc.stdout
-    log = open(next((tmp_path / "log" / "VBPR").glob("*.log"))).read()
+    log_file = next((tmp_path / "log" / "VBPR").glob("*.log"))
+    log = log_file.read_text()
     assert "embedding_size = 8" in log and "content_embedding_size = 4" in log  # cmd line > file > defaults
     assert "| metric" in log and "best valid" in log and "ndcg@10" in log
-    assert len(list((tmp_path / "saved").glob("VBPR-*.pth"))) == 2  # best + .last
+    assert "PyTorch threads: " in log
+    checkpoints = sorted(p.name for p in (tmp_path / "saved").glob("VBPR-*.pth"))
+    assert checkpoints == [f"{log_file.stem}.last.pth", f"{log_file.stem}.pth"]  # best + .last, the log's id
+
+
+def test_several_seeds_in_one_command(tmp_path, build_dir, monkeypatch, capsys):
+    import recbole_robust_cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["--model=BPR", "--dataset=ml-100k", "--seeds", "1", "2", f"--build_dir={build_dir}",
+                     "--state=WARNING", *QUIET])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    table = [line for line in out.splitlines() if line.startswith("| ndcg@10")]
+    assert len(table) == 1 and "±" in table[0] and "seed 1" in out and "seed 2" in out and "(n=2)" in out
+    checkpoints = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("checkpoint (seed")]
+    assert len(checkpoints) == 2 and all(os.path.isfile(c) for c in checkpoints)
+    assert torch.load(checkpoints[1], weights_only=True)["config"]["seed"] == 2
+
+
+def test_threads_default_to_the_cpus_available(monkeypatch, tmp_path):
+    from recbole_robust import utils
+    from recbole_robust.quick_start import make_config, use_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    quota = tmp_path / "cpu.max"
+    quota.write_text("300000 100000\n")  # a cgroup quota of 3 CPUs
+    assert utils.available_cpus(str(quota)) == 3
+    quota.write_text("max 100000\n")
+    assert utils.available_cpus(str(quota)) == 6  # no quota: the affinity mask
+    before = torch.get_num_threads()
+    try:
+        use_threads(make_config("BPR", "ml-100k", config_dict={"threads": 1}))
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr("recbole_robust.quick_start.available_cpus", lambda: 2)
+        use_threads(make_config("BPR", "ml-100k"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def toy_dataset(root, features, inter=None):
@@ -83,7 +141,7 @@ BAD_INPUTS = {
     # settings are validated (and parsed as literals, never evaluated) before anything runs
     "attack method": (lambda root: [*BPR, "--attack=bogus"], "attack must be one of fgm, sign, random"),
     "analysis name": (lambda root: [*BPR, "--analysis=bogus"],
-                      "analysis must be noise, adjust, landscape, promotion or rank_change"),
+                      "analysis must be noise, adjust, promotion, rank_change or landscape"),
     "pgd steps": (lambda root: [*BPR, "--attack=pgd", "--attack_steps=0"], "attack_steps must be an integer >= 1"),
     "pgd step size": (lambda root: [*BPR, "--attack=pgd", "--attack_step_size=-1"], "attack_step_size must be a number > 0"),
     "valid attack": (lambda root: [*BPR, "--valid_attack=bogus"], "valid_attack must be one of fgm, sign, random, pgd"),
@@ -171,27 +229,54 @@ def pickled_cache(root):
     return root / "cache"
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, small_data, build_dir):
+SUBPROCESS_CASES = ("unknown model", "code in a value", "repeated option", "report of a foreign file")
+"""Cases also run as a real process of the command (exit code and stderr as a shell sees them); every case runs
+in-process through the command's own ``main``, which is what the process calls."""
+
+
+def bad_input(case, root, small_data, build_dir):
     make_args, message = BAD_INPUTS[case]
-    args = make_args(tmp_path)
-    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    args = make_args(root)
     env = {"RECBOLE_ROBUST_DATA": str(small_data)} if "--data_path" not in " ".join(args) else {}
     quiet = [q for q in QUIET if not any(a.startswith(q.split("=")[0] + "=") for a in args)]
-    proc = run_cli([*args, f"--build_dir={build_dir}", *quiet], cwd=tmp_path, env_extra=env)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1 and message in error_lines[0], proc.stderr
-    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # no log/, saved/, checkpoints or builds
-    assert not (tmp_path / "pwned").exists()
+    return [*args, f"--build_dir={build_dir}", *quiet], env, message
+
+
+def check_refusal(code, stderr, message, root, before):
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and message in error_lines[0], stderr
+    assert sorted(str(p) for p in root.rglob("*")) == before  # no log/, saved/, checkpoints or builds
+    assert not (root / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, small_data, build_dir, monkeypatch, capsys):
+    import recbole_robust_cli as cli
+
+    args, env, message = bad_input(case, tmp_path, small_data, build_dir)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code = cli.main(args)
+    check_refusal(code, capsys.readouterr().err, message, tmp_path, before)
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES)
+def test_bad_input_from_a_real_process(case, tmp_path, small_data, build_dir):
+    args, env, message = bad_input(case, tmp_path, small_data, build_dir)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    proc = run_cli(args, cwd=tmp_path, env_extra=env)
+    check_refusal(proc.returncode, proc.stderr, message, tmp_path, before)
 
 
 @pytest.mark.parametrize("folder", ["checkpoint_dir", "build_dir", "working folder", "--resume folder"])
 def test_read_only_folder_is_refused_up_front(folder, tmp_path, small_data, monkeypatch, capsys):
     """Each folder a run writes to is checked before anything is written. Tests run as root, which may
     write to a mode-0555 folder, so ``os.access`` is made to say what it says to other users."""
-    from recbole_robust import cli
+    import recbole_robust_cli as cli
 
     read_only = tmp_path / "ro"
     read_only.mkdir()

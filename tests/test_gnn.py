@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recbole_robust import run_recbole_robust
-from recbole_robust.model.graphs import knn_graph, knn_neighbours, sym_norm_adjacency
+from recbole_robust.data.graphs import knn_graph, knn_neighbours, norm_adjacency, sym_norm
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
 
@@ -33,13 +33,50 @@ def test_knn_graph_matches_brute_force():
 
 def test_normalised_adjacency_matches_dense_formula():
     users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 1])
-    adj = sym_norm_adjacency(users, items, 3, 2).to_dense().numpy()
+    adj = norm_adjacency(users, items, 3, 2).to_dense().numpy()
     a = np.zeros((5, 5))
     for u, i in zip(users.tolist(), items.tolist()):
         a[u, 3 + i] = a[3 + i, u] = 1
     d = a.sum(1)
     expected = a / np.sqrt(np.outer(d, d))
     assert np.allclose(adj, expected, atol=1e-6)
+
+
+def test_one_symmetric_normalisation_for_bipartite_square_and_weighted_graphs():
+    rng = np.random.default_rng(1)
+    rows, cols = torch.from_numpy(rng.integers(0, 6, 20)), torch.from_numpy(rng.integers(0, 4, 20))
+    pairs = torch.unique(rows * 4 + cols)
+    rows, cols = pairs // 4, pairs % 4
+    weights = torch.from_numpy(rng.uniform(0.1, 1.0, len(rows))).float()
+    for values in (None, weights):
+        a = np.zeros((6, 4))
+        a[rows.numpy(), cols.numpy()] = 1.0 if values is None else values.numpy()
+        found = np.zeros((6, 4))
+        found[rows.numpy(), cols.numpy()] = sym_norm(rows, cols, 6, 4, values=values).numpy()
+        d_r, d_c = a.sum(1), a.sum(0)
+        with np.errstate(divide="ignore"):
+            expected = np.nan_to_num(a / np.sqrt(np.outer(d_r, d_c)), posinf=0.0)
+        assert np.allclose(found, expected, atol=1e-6)  # bipartite: rows and columns have degrees of their own
+    square = np.zeros((6, 6))
+    square[rows.numpy(), cols.numpy()] = weights.numpy()
+    found = np.zeros((6, 6))
+    found[rows.numpy(), cols.numpy()] = sym_norm(rows, cols, 6, values=weights).numpy()
+    d = square.sum(1)  # square: the row sums on both sides (a kNN row lists the node's neighbours)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d > 0, d ** -0.5, 0.0)
+    assert np.allclose(found, inv[:, None] * square * inv[None, :], atol=1e-6)
+
+
+def test_each_split_builds_its_own_graphs(fast):
+    config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"]})
+    dataset, train_data, valid_data, _ = load_data(config)
+    train, valid = train_data.dataset, valid_data.dataset
+    assert train.norm_adjacency() is train.norm_adjacency()  # built once per split
+    users, items = train.interaction_edges()
+    assert len(users) == len(train.inter_feat)  # the training interactions only
+    assert valid.interaction_edges()[0].shape != users.shape  # a split's graphs are its own
+    model = build_model(config, train_data)
+    assert model.encoder.norm_adj._nnz() == 2 * len(users)
 
 
 @pytest.mark.parametrize("model", ["MMGCN", "GRCN", "FREEDOM"])
@@ -85,7 +122,8 @@ def test_freedom_information_adjustment_rebuilds_its_item_item_graph(fast):
     result = run_recbole_robust(model="FREEDOM", dataset="ml-100k", preset="mg", config_dict={
         **fast, **SMALL["FREEDOM"], "modality_weights": None, "train_batch_size": 8192, "analysis": ["adjust"],
         "adjust_fraction": 0.3, "adjust_modality": "text"})
-    clean, adjusted = result["analysis"]["clean"], result["analysis"]["adjust"]["results"][0]
+    adjust = result["analyses"]["adjust"].data
+    clean, adjusted = adjust["clean"], adjust["draws"][0]
     assert {m: v[0] for m, v in adjusted.items()} != dict(clean)
 
     config = make_config("FREEDOM", "ml-100k", config_dict={**fast, **SMALL["FREEDOM"], "modality_weights": None},
@@ -107,7 +145,8 @@ def test_sparse_mean_aggregation_equals_message_passing():
     with an isolated node, forward and backward."""
     from torch_geometric.utils import scatter
 
-    from recbole_robust.model.graphs import SparseMeanConv, csr_transpose, mean_adjacency
+    from recbole_robust.data.graphs import csr_transpose, mean_adjacency
+    from recbole_robust.model.layers import SparseMeanConv
 
     torch.manual_seed(0)
     edges = torch.tensor([[0, 0, 1, 2, 3], [4, 5, 4, 5, 5]])

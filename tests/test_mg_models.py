@@ -6,9 +6,8 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_robust import run_recbole_robust
-from recbole_robust.model.graphs import (
-    EdgeDropout, EdgePruning, LightGCNEncoder, sampled_user_graph, sym_norm_adjacency, user_cooccurrence_graph,
-)
+from recbole_robust.data.graphs import norm_adjacency, sampled_user_graph, user_cooccurrence_graph
+from recbole_robust.model.layers import EdgeDropout, EdgePruning, LightGCNEncoder
 from recbole_robust.quick_start import build_model, load_data, make_config
 from recbole_robust.registry import get_trainer
 
@@ -79,14 +78,17 @@ def test_lightgcn_encoder_equals_the_dense_formula():
         user_num, item_num = 3, 3
 
         @staticmethod
-        def inter_matrix(form):
-            import scipy.sparse as sp
-            return sp.coo_matrix((np.ones(5), (users.numpy(), items.numpy())), shape=(3, 3))
+        def norm_adjacency():
+            return norm_adjacency(users, items, 3, 3).to_sparse_csr()
 
     encoder = LightGCNEncoder(Data, n_layers=2)
     e_u, e_i = torch.randn(3, 4), torch.randn(3, 4)
     out_u, out_i = encoder(e_u, e_i)
-    a = sym_norm_adjacency(users, items, 3, 3).to_dense()
+    r = torch.zeros(3, 3)
+    r[users, items] = 1
+    a = torch.cat([torch.cat([torch.zeros(3, 3), r], 1), torch.cat([r.T, torch.zeros(3, 3)], 1)])
+    d = a.sum(1).pow(-0.5)
+    a = d[:, None] * a * d[None, :]  # D^-1/2 A D^-1/2, dense
     e = torch.cat([e_u, e_i])
     expected = (e + a @ e + a @ a @ e) / 3
     assert torch.allclose(torch.cat([out_u, out_i]), expected, atol=1e-6)
@@ -101,7 +103,7 @@ def test_edge_pruning_and_dropout_keep_the_requested_share():
         graph = EdgePruning(users, items, 50, 30, 0.25)(degree_sensitive)
         assert graph._nnz() == 2 * int(len(users) * 0.75)
     assert EdgePruning(users, items, 50, 30, 0.0)() is None  # no pruning: the full graph
-    full = sym_norm_adjacency(users, items, 50, 30).to_sparse_csr()
+    full = norm_adjacency(users, items, 50, 30).to_sparse_csr()
     dropped, transpose = EdgeDropout(full)(0.5)
     dense_full, dense_dropped = full.to_dense(), dropped.to_dense()
     mask = dense_dropped != 0
@@ -201,7 +203,7 @@ def test_lattice_learned_graph_has_gradient_on_the_first_batch_of_an_epoch_only(
 
 
 def test_lattice_item_graph_mixes_learned_and_initial_graphs(fast):
-    from recbole_robust.model.graphs import normalized_sum, weighted_knn
+    from recbole_robust.data.graphs import normalized_sum, weighted_knn
 
     trainer, _, _, _ = trainer_of(fast, "LATTICE", "tiktok", lambda_coeff=1.0)
     model = trainer.model
@@ -218,7 +220,7 @@ def test_lattice_item_graph_mixes_learned_and_initial_graphs(fast):
 
 
 def test_weighted_knn_graph_equals_brute_force():
-    from recbole_robust.model.graphs import normalized_sum, weighted_knn
+    from recbole_robust.data.graphs import normalized_sum, weighted_knn
 
     rng = np.random.default_rng(1)
     features = rng.normal(size=(25, 5)).astype(np.float32)

@@ -119,7 +119,7 @@ def test_gradient_scaler_gives_the_unscaled_result(fast):
     trainer, _ = bpr_trainer(fast, learning_rate=0.5, mirror_gradient=True, mg_interval=1)
     trainer.enable_scaler = True  # RecBole turns it off without CUDA; the mirror step's scaler runs on the CPU
     trainer._train_epoch(batch, 0)
-    assert trainer._mirror_scaler.is_enabled() and trainer._mirror_scaler.get_scale() > 1
+    assert trainer.mirror_step.scaler.is_enabled() and trainer.mirror_step.scaler.get_scale() > 1
     for name, value in trainer.model.state_dict().items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
 
@@ -150,7 +150,7 @@ def test_mirror_gradient_composes_with_the_adversary(fast):
         ({"mg_alpha1": 0.1, "mg_alpha2": 0.1}, "mg_alpha1 must be greater than mg_alpha2"),
         ({"mg_alpha1": 0.1, "mg_alpha2": 0.5}, "mg_alpha1 must be greater than mg_alpha2"),
         ({"mg_interval": 0}, "mg_interval must be an integer >= 1"),
-        ({"mg_alpha2": -0.1}, "mg_alpha2 must be >= 0"),
+        ({"mg_alpha2": -0.1}, "mg_alpha2 must be a number >= 0"),
     ],
 )
 def test_invalid_mirror_settings(fast, override, message):

@@ -80,7 +80,7 @@ def test_model_is_unchanged_by_the_engine(vbpr_batch):
         ({"adv_targets": ["item_features", "item_embedding.weight"], "adv_eps": [0.1, 0.2, 0.3]},
          "adv_eps has 3 values for 2 adversarial terms"),
         ({"adv_type": "pgd"}, "adv_type must be one of fgm, sign, random"),
-        ({"adv_eps": "big"}, "adv_eps must be numbers"),
+        ({"adv_eps": "big"}, "adv_eps must be >= 0 and finite"),
     ],
 )
 def test_invalid_adversarial_settings(vbpr_batch, override, message):
@@ -110,3 +110,24 @@ def test_early_stopping_waits_for_the_adversarial_stage(fast):
     trainer.cur_step = 7  # patience used up during pre-training
     assert trainer._enter_stage(3)
     assert trainer.stopping_step == 2 and trainer.cur_step == 0  # the adversarial stage gets fresh patience
+
+
+def test_the_log_says_when_the_adversarial_stage_begins(fast, caplog):
+    import logging
+
+    config = make_config("APR", "ml-100k", config_dict={
+        **fast, "adv_start_epoch": 1, "epochs": 2, "adv_learner": "adagrad"})
+    _, train_data, valid_data, _ = load_data(config)
+    trainer = get_trainer(config["MODEL_TYPE"], "APR")(config, build_model(config, train_data))
+    with caplog.at_level(logging.INFO):
+        trainer.log_stages()
+        trainer.fit(train_data, valid_data, saved=False)
+    assert "stages: epochs 0-0 pre-train without the adversary" in caplog.text
+    assert "epoch 1: the adversarial stage begins" in caplog.text and "optimiser adagrad" in caplog.text
+    caplog.clear()
+    config = make_config("APR", "ml-100k", config_dict={**fast, "adv_start_epoch": 5, "epochs": 2})
+    trainer = get_trainer(config["MODEL_TYPE"], "APR")(config, build_model(config, train_data))
+    with caplog.at_level(logging.INFO):
+        trainer.log_stages()
+    assert any(r.levelno == logging.WARNING and "the adversary" in r.message and "never starts" in r.message
+               for r in caplog.records)

@@ -35,7 +35,8 @@ def perturbed_point(fast, method, rho=0.05, **config):
     batch = next(iter(train_data))
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]
-    step = SharpnessStep(trainer, trainer.model.calculate_loss, 0)
+    step = trainer.sharpness_step.epoch(trainer.model.calculate_loss, 0)
+    assert isinstance(step, SharpnessStep)
     trainer.optimizer.zero_grad()
     loss = step.loss(batch)
     after = [p.detach().clone() for p in params]
@@ -107,3 +108,14 @@ def test_cli_refuses_sam_with_mirror_gradient_and_writes_nothing(fast, workdir):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "cannot be combined" in result.stderr
     assert not (workdir / "ck").exists()
+
+
+def test_the_step_is_built_once_and_keeps_its_state_across_epochs(fast):
+    trainer, train_data = bpr_trainer(fast, sharpness="ssam_f", ssam_mask_interval=2)
+    step, sam, masks = trainer.sharpness_step, trainer.sharpness_step.sam, []
+    for epoch in range(3):
+        trainer._train_epoch(train_data, epoch)
+        assert trainer.sharpness_step is step and step.sam is sam
+        masks.append(step.mask)
+    # the SSAM-F mask is recomputed every ssam_mask_interval epochs, and kept in between
+    assert masks[0] is not None and masks[1] is masks[0] and masks[2] is not masks[1]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_small_datasets
-from recbole_robust import cli, run_recbole_robust
+import recbole_robust_cli as cli
+from recbole_robust import run_recbole_robust
 from recbole_robust.config import RECBOLE_EVALUATED, check_settings, parse_value
 from recbole_robust.data import prepare
 from recbole_robust.errors import RecBoleRobustError
@@ -249,7 +250,7 @@ def test_deeply_nested_values_are_refused(tmp_path, capsys):
 @pytest.mark.parametrize("args, yaml, message", [
     ([], "learning_rate: .inf", "c.yaml: learning_rate must be a number > 0, got inf"),
     ([], "weight_decay: .nan", "c.yaml: weight_decay must be a number >= 0, got nan"),
-    (["--model=APR"], "adv_eps: .nan", "adv_eps must be >= 0 and finite, got nan"),
+    (["--model=APR"], "adv_eps: .nan", "adv_eps must be >= 0 and finite: a number, or a list with one per term, got nan"),
     (["--learning_rate=1e999"], None, "learning_rate must be a number > 0, got inf"),
     (["--preset=../overall"], None, "a preset is a name, not a path"),
 ])

@@ -24,16 +24,28 @@ its examples' losses (RecBole's losses are means; the direction of ``g`` is the 
 
 Perturbed tensors are injected with ``torch.func.functional_call``, without copying the model.
 """
-import math
-
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
 
 ADV_TYPES = ("fgm", "sign", "random")
+LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam")
+"""The optimisers RecBole's ``Trainer._build_optimizer`` builds (``learner``, ``adv_learner``)."""
+SETTINGS = {
+    "adv_eps": (lambda v: settings.number_list(v, 0), ">= 0 and finite: a number, or a list with one per term"),
+    "adv_lambda": (lambda v: settings.number_list(v, 0), ">= 0 and finite: a number, or a list with one per term"),
+    "adv_type": (lambda v: v in ADV_TYPES, f"one of {', '.join(ADV_TYPES)}"),
+    "adv_start_epoch": (lambda v: settings.is_int(v) and v >= 0, "an integer >= 0"),
+    "adv_learner": (lambda v: v is None or isinstance(v, str) and v.lower() in LEARNERS,
+                    f"one of {', '.join(LEARNERS)} (or ~: keep learner)"),
+    "adv_learning_rate": (lambda v: v is None or settings.is_number(v) and v > 0, "a number > 0 (or ~: learning_rate)"),
+}
+"""The adversarial training settings (``config.SETTINGS``); ``parse_terms`` adds the rules between them and the
+model's targets."""
 
 
 class _Bound(nn.Module):
@@ -116,10 +128,7 @@ def _per_term(value, n_terms, key):
     values = list(value) if isinstance(value, (list, tuple)) else [value] * n_terms
     if len(values) != n_terms:
         raise RecBoleRobustError(f"{key} has {len(values)} values for {n_terms} adversarial terms")
-    try:
-        return [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise RecBoleRobustError(f"{key} must be numbers, got {value!r}") from None
+    return [float(v) for v in values]
 
 
 def target_groups(targets, model, key):
@@ -150,14 +159,10 @@ def parse_terms(config, model):
     groups = target_groups(config["adv_targets"], model, "adv_targets")
     if not groups:
         return []
+    settings.check_config(config, SETTINGS)
     allowed = hook(model, "perturbation_targets")
     eps = _per_term(config["adv_eps"], len(groups), "adv_eps")
     lam = _per_term(config["adv_lambda"], len(groups), "adv_lambda")
-    for key, values in (("adv_eps", eps), ("adv_lambda", lam)):
-        if not all(math.isfinite(v) and v >= 0 for v in values):
-            raise RecBoleRobustError(f"{key} must be >= 0 and finite, got {config[key]!r}")
-    if config["adv_type"] not in ADV_TYPES:
-        raise RecBoleRobustError(f"adv_type must be one of {', '.join(ADV_TYPES)}, not '{config['adv_type']}'")
     return [AdversarialTerm(g, [allowed[n] for n in g], e, l) for g, e, l in zip(groups, eps, lam)]
 
 

@@ -25,12 +25,33 @@ from logging import getLogger
 import torch
 from recbole.utils import init_seed
 
+from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
 from recbole_robust.perturb.ascent import attack_perturbations, training_gradients
 from recbole_robust.perturb.engine import ADV_TYPES, call_with, named_tensor, perturbation, target_groups
 
 ATTACKS = ADV_TYPES + ("pgd",)
+SETTINGS = {
+    "attack": (lambda v: v is None or settings.str_list(v, ATTACKS), "one of fgm, sign, random, pgd (or a list)"),
+    "attack_eps": settings.NON_NEGATIVE_LIST,
+    "attack_steps": settings.POSITIVE_INT,
+    "attack_step_size": (lambda v: v is None or settings.is_number(v) and v > 0, "a number > 0 (a fraction of eps) or ~"),
+    "attack_random_start": settings.BOOL,
+    "attack_targets": (lambda v: v is None or isinstance(v, (str, list)), "a tensor name or a list of them"),
+    "attack_metric": (lambda v: v is None or isinstance(v, str) and "@" in v, "a metric name such as ndcg@10"),
+    "valid_attack": (lambda v: v is None or v in ATTACKS, "one of fgm, sign, random, pgd or ~"),
+    "valid_attack_eps": settings.NON_NEGATIVE,
+}
+"""The settings of attacks at test time and during validation (``config.SETTINGS``)."""
+
+
+def attack_methods(attack):
+    """``--attack`` value -> methods to run; an adversarial attack is always run with its random control."""
+    methods = [attack] if isinstance(attack, str) else list(attack)
+    if any(m != "random" for m in methods) and "random" not in methods:
+        methods.append("random")
+    return methods
 
 
 def attack_terms(config, model):
@@ -65,16 +86,10 @@ def pgd_settings(config):
 
 
 def check_attack(methods, eps_list, pgd=None):
-    if any(e < 0 for e in eps_list):
-        raise RecBoleRobustError(f"attack_eps must be >= 0, got {min(eps_list)}")
-    for method in methods:
-        if method not in ATTACKS:
-            raise RecBoleRobustError(f"attack must be one of {', '.join(ATTACKS)}, not '{method}'")
+    """The arguments of ``attack_sweep`` (a Python caller's), checked with the settings' schema."""
     pgd = pgd or {}
-    if "pgd" in methods and pgd.get("steps", 10) < 1:
-        raise RecBoleRobustError(f"attack_steps must be >= 1, got {pgd['steps']}")
-    if "pgd" in methods and pgd.get("step_size") is not None and not pgd["step_size"] > 0:
-        raise RecBoleRobustError(f"attack_step_size must be > 0 (a fraction of eps), got {pgd['step_size']}")
+    settings.check_settings({"attack": list(methods), "attack_eps": list(eps_list), "attack_steps": pgd.get("steps", 10),
+                             "attack_step_size": pgd.get("step_size")}, SETTINGS)
 
 
 def attack_sweep(trainer, train_data, test_data, eps_list, methods=("fgm", "random"), terms=None, seed=0, pgd=None,

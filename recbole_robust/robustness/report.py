@@ -1,19 +1,22 @@
-"""Robustness reports: CSV (every metric), Markdown tables and PNG plots.
+"""Tables and figures of the robustness results: CSV, Markdown, LaTeX (booktabs) and PNG.
 
-Attack rows give the clean metric, the attacked metric and the relative drop
-``(clean - attacked) / clean``. Files are written to a temporary name and renamed, so a report is
-either complete or absent.
+Numbers stay at full precision until they are shown: a CSV holds one plain value per cell (a mean, its
+std and the number of runs behind it in columns of their own), and only the Markdown, LaTeX and HTML
+tables round (4 decimals; p-values below 1e-4 as ``< 1e-4``; counts as integers). Files are written to
+a temporary name and renamed, so a table or figure is either complete or absent.
 """
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from recbole_robust.utils import atomic_write, write_csv
 
 
 def _pyplot():
-    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (it costs ~50 MB)."""
+    """matplotlib's pyplot on the Agg backend, imported when a figure is drawn (it costs ~50 MB and ~1 s)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,159 +25,188 @@ def _pyplot():
     return plt
 
 
-def drop(clean, attacked):
-    return (clean - attacked) / clean if clean else 0.0
+def p_value(p):
+    """A p-value as a paper prints it: ``< 1e-4`` below 1e-4, else 4 decimals."""
+    if p is None or isinstance(p, float) and math.isnan(p):
+        return "n/a"
+    return "< 1e-4" if p < 1e-4 else f"{p:.4f}"
 
 
-def long_rows(clean, rows):
-    """One record per (target, method, eps, metric) with clean, attacked and relative drop."""
-    records = []
-    for row in rows:
-        for metric, value in row.items():
-            if metric in ("target", "method", "eps"):
-                continue
-            records.append({
-                "target": row["target"], "method": row["method"], "eps": row["eps"], "metric": metric,
-                "clean": float(clean[metric]), "attacked": float(value), "relative_drop": drop(clean[metric], value),
-            })
-    return records
+class Column:
+    """A column of a shown table: its header and how a record's value(s) are shown.
+
+    Kinds: ``str``, ``int``, ``g`` (a setting's value: ``0.001``, ``10``), ``float`` (4 decimals), ``percent`` (a fraction as %, 2 decimals), ``p``
+    (``p_value``), ``mean_std`` (``<key>_mean ± <key>_std``), ``percent_std`` (the same in %).
+    """
+
+    def __init__(self, header, key=None, kind="float"):
+        self.header, self.key, self.kind = header, key or header, kind
+
+    def show(self, record):
+        kind, key = self.kind, self.key
+        if kind == "mean_std":
+            return f"{record[key + '_mean']:.4f} ± {record[key + '_std']:.4f}"
+        if kind == "percent_std":
+            return f"{100 * record[key + '_mean']:.2f}% ± {100 * record[key + '_std']:.2f}"
+        value = record[key]
+        if kind == "str" or isinstance(value, str):
+            return str(value)
+        if kind == "int":
+            return str(int(value))
+        if kind == "g":
+            return f"{value:g}"
+        if kind == "percent":
+            return f"{100 * value:.2f}%"
+        if kind == "p":
+            return p_value(value)
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def markdown_table(clean, rows, metric, title):
-    table = [
-        [r["target"], r["method"], r["eps"], clean[metric], r[metric], f"{100 * drop(clean[metric], r[metric]):.1f}%"]
-        for r in rows
-    ]
-    headers = ["target", "method", "eps", f"clean {metric}", f"attacked {metric}", "relative drop"]
-    return f"### {title}\n\n" + tabulate(table, headers=headers, tablefmt="github", floatfmt=".4f") + "\n"
+def shown(records, columns):
+    """``(headers, rows of strings)`` of ``records`` under ``columns``."""
+    return [c.header for c in columns], [[c.show(r) for c in columns] for r in records]
 
 
-def plot(clean, rows, metric, title, path):
+def markdown(records, columns):
+    headers, rows = shown(records, columns)
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "<": r"$<$",
+                 ">": r"$>$"}
+
+
+def latex_escape(text):
+    return "".join(LATEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def latex(records, columns, caption=None):
+    """A booktabs table (``\\usepackage{booktabs}``) in a ``table`` float when ``caption`` is given."""
+    headers, rows = shown(records, columns)
+    lines = [f"\\begin{{tabular}}{{l{'r' * (len(headers) - 1)}}}", "\\toprule",
+             " & ".join(latex_escape(h) for h in headers) + " \\\\", "\\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + " \\\\" for row in rows]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    body = "\n".join(lines)
+    if caption is None:
+        return body + "\n"
+    return f"\\begin{{table}}[t]\n\\centering\n\\caption{{{latex_escape(caption)}}}\n{body}\n\\end{{table}}\n"
+
+
+def html(records, columns):
+    headers, rows = shown(records, columns)
+    return tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True)
+
+
+def write_text(path, text):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_table(out_dir, name, title, records, columns, shown_records=None):
+    """``<name>.csv`` (every record, every field), ``<name>.md`` and ``<name>.tex`` (``shown_records``, default
+    all, under ``columns``). Returns ``(paths, markdown text)``."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "md", "tex")}
+    write_csv(paths["csv"], records)
+    rows = records if shown_records is None else shown_records
+    text = f"### {title}\n\n{markdown(rows, columns)}\n"
+    write_text(paths["md"], text)
+    write_text(paths["tex"], latex(rows, columns, caption=title))
+    return paths, text
+
+
+def save_figure(fig, path):
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for target in dict.fromkeys(r["target"] for r in rows):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            points = sorted((r["eps"], r[metric]) for r in rows if r["target"] == target and r["method"] == method)
-            if points:
-                xs, ys = zip(*[(0.0, clean[metric])] + points)
-                ax.plot(xs, ys, marker="o", linestyle="-" if method == "fgm" else "--", label=f"{method} on {target}")
-    ax.set_xlabel("eps (L2 norm of the perturbation)")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
+    plt.close(fig)
+    return path
+
+
+def draw_curves(ax, curves, baselines=None, log_x=False):
+    """Curves ``[{"label", "points": [(x, mean, std, n)], "colour", "dashed"}]`` on ``ax``: error bars only where
+    a point is the mean of several runs (n > 1); ``baselines`` ``{label: y}`` as horizontal dotted lines."""
+    plt = _pyplot()
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for curve in curves:
+        points = sorted(p for p in curve["points"] if not log_x or p[0] > 0)
+        if not points:
+            continue
+        xs, ys, errs, ns = zip(*points)
+        colour = colours[curve.get("colour", 0) % len(colours)]
+        style = "--" if curve.get("dashed") else "-"
+        marker = "s" if curve.get("dashed") else "o"
+        if max(ns) > 1:
+            ax.errorbar(xs, ys, yerr=errs, marker=marker, linestyle=style, capsize=3, color=colour, label=curve["label"])
+        else:
+            ax.plot(xs, ys, marker=marker, linestyle=style, color=colour, label=curve["label"])
+    for k, (label, y) in enumerate((baselines or {}).items()):
+        ax.axhline(y, color=("0.35", "0.6")[k % 2], linestyle=":", linewidth=1.2, label=label)
+    if log_x:
+        ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    ax.legend(fontsize=7)
 
 
-def write_attack_report(clean, rows, metric, out_dir, title):
-    """Write ``attack.csv``, ``attack.md`` and ``attack.png`` into ``out_dir``; returns their paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"attack.{ext}") for ext in ("csv", "md", "png")}
-    records = long_rows(clean, rows)
-    write_csv(paths["csv"], records)
-    text = markdown_table(clean, rows, metric, title)
-    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    plot(clean, rows, metric, title, paths["png"])
-    return paths, text
-
-
-def write_table_report(out_dir, name, records, columns, title):
-    """``<name>.csv`` with every record and ``<name>.md`` with ``columns``; returns (paths, markdown)."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "md")}
-    write_csv(paths["csv"], records)
-    table = [[r[c] for c in columns] for r in records]
-    text = f"### {title}\n\n" + tabulate(table, headers=columns, tablefmt="github", floatfmt=".4f") + "\n"
-    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return paths, text
-
-
-def write_landscape_report(out_dir, alphas, betas, losses, title):
-    """``landscape.csv`` (a, b, loss) and ``landscape.png`` (contour plot); returns the paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"landscape.{ext}") for ext in ("csv", "png")}
-    write_csv(paths["csv"], [{"alpha": float(a), "beta": float(b), "loss": float(losses[i, j])}
-                             for i, a in enumerate(alphas) for j, b in enumerate(betas)])
+def sweep_figure(path, title, panels):
+    """One PNG with a panel per ``{"xlabel", "ylabel", "curves", "baselines", "log_x"}`` side by side."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    contour = ax.contourf(betas, alphas, losses, levels=20, cmap="viridis")
-    ax.contour(betas, alphas, losses, levels=10, colors="white", linewidths=0.5, alpha=0.6)
-    fig.colorbar(contour, ax=ax, label="training loss")
-    ax.plot(0, 0, marker="*", color="red", markersize=10)
-    ax.set_xlabel("direction 2")
-    ax.set_ylabel("direction 1")
-    ax.set_title(title)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.0), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        draw_curves(ax, panel["curves"], panel.get("baselines"), panel.get("log_x", False))
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        if panel.get("title"):
+            ax.set_title(panel["title"], fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return paths
+    return save_figure(fig, path)
 
 
-def write_rank_change_report(out_dir, before, after, title):
-    """``rank_change.csv`` (rank before and after per test pair), ``.md`` (summary) and ``.png`` (histogram)."""
-    import numpy as np
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"rank_change.{ext}") for ext in ("csv", "md", "png")}
-    keep = ~(np.isnan(before) | np.isnan(after))
-    before, after = before[keep], after[keep]
-    change = after - before  # > 0: the test item fell
-    write_csv(paths["csv"], [{"rank_before": int(b), "rank_after": int(a)} for b, a in zip(before, after)])
-    summary = [["test items", len(change)], ["mean change", float(change.mean())],
-               ["median change", float(np.median(change))], ["share that fell", float((change > 0).mean())],
-               ["share that fell > 10 places", float((change > 10).mean())],
-               ["share that rose", float((change < 0).mean())]]
-    text = f"### {title}\n\n" + tabulate(summary, headers=["", "value"], tablefmt="github", floatfmt=".4f") + "\n"
-    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    rank_change_histogram(paths["png"], {None: change}, title)
-    return paths, text
-
-
-def rank_change_histogram(path, changes, title=None):
-    """``path`` (PNG): the histogram of the rank changes (after - before) of each label of ``changes``
-    ({label: array}; one unlabelled array (label None): counts; labelled arrays: densities, so that models
-    of different test sizes compare)."""
-    import numpy as np
-
+def rank_change_histogram(path, changes, title):
+    """The histogram of the rank changes (after - before) of each label of ``changes`` ({label: array}): counts
+    for one label, densities for several (models of different test sizes compare)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    several = None not in changes
+    several = len(changes) > 1
     limit = max(1.0, float(np.percentile(np.abs(np.concatenate(list(changes.values()))), 99)))
     for label, change in changes.items():
         ax.hist(np.clip(change, -limit, limit), bins=60, alpha=0.5 if several else 0.8, label=label,
-                density=several, color=None if several else "tab:red")
+                density=several)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("rank after - rank before (positive: the test item fell)")
     ax.set_ylabel("density" if several else "test items")
-    if several:
-        ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-
-
-def write_sweep_plot(out_dir, name, curves, xlabel, ylabel, title, log_x=False):
-    """``<name>.png``: one line per label of ``curves`` ({label: [(x, mean, std)]}) with std error bars."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, points in curves.items():
-        points = sorted(p for p in points if not log_x or p[0] > 0)
-        xs, ys, errs = zip(*points)
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{name}.png")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def landscape_figure(path, panels, title):
+    """Contour plots of training-loss landscapes ``{label: (alphas, betas, losses)}``, one panel each. Labels
+    ``X`` and ``X + MG`` (a model with and without Mirror Gradient) share one colour scale, since their losses
+    compare; different models, whose losses differ in kind, get one scale each (the MG paper's figure 3)."""
+    plt = _pyplot()
+    groups = {}
+    for label in panels:
+        groups.setdefault(label.removesuffix(" + MG"), []).append(label)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, constrained_layout=True)
+    k = 0
+    for labels in groups.values():
+        low = min(float(np.min(panels[label][2])) for label in labels)
+        high = max(float(np.max(panels[label][2])) for label in labels)
+        levels = np.linspace(low, high, 21) if high > low else 21
+        group_axes = axes[0][k:k + len(labels)]
+        for ax, label in zip(group_axes, labels):
+            alphas, betas, losses = panels[label]
+            contour = ax.contourf(betas, alphas, losses, levels=levels, cmap="viridis")
+            ax.contour(betas, alphas, losses, levels=10, colors="white", linewidths=0.5, alpha=0.6)
+            ax.plot(0, 0, marker="*", color="red", markersize=9)
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("direction 2")
+            ax.set_ylabel("direction 1")
+        fig.colorbar(contour, ax=group_axes.tolist(), label="training loss")
+        k += len(labels)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

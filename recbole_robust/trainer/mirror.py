@@ -23,37 +23,47 @@ import contextlib
 import torch
 from torch.nn.utils import clip_grad_norm_
 
+from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
 
 
-def check_mirror_config(alpha1, alpha2, interval):
-    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-        raise RecBoleRobustError(f"mg_interval must be an integer >= 1, got {interval!r}")
-    for name, value in (("mg_alpha1", alpha1), ("mg_alpha2", alpha2)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise RecBoleRobustError(f"{name} must be a number, got {value!r}")
-    if alpha2 < 0:
-        raise RecBoleRobustError(f"mg_alpha2 must be >= 0, got {alpha2}")
+SETTINGS = {
+    "mirror_gradient": settings.BOOL,
+    "mg_alpha1": (settings.is_number, "a number"),
+    "mg_alpha2": settings.NON_NEGATIVE,
+    "mg_interval": settings.POSITIVE_INT,
+}
+"""Mirror Gradient's settings (``config.SETTINGS``); ``check_mirror_config`` adds the rule between them."""
+
+
+def check_mirror_config(config):
+    """``mg_*`` of a run with Mirror Gradient: each value (the schema), and alpha1 > alpha2 (section 4)."""
+    settings.check_config(config, SETTINGS)
+    alpha1, alpha2 = config["mg_alpha1"], config["mg_alpha2"]
     if alpha1 <= alpha2:
         raise RecBoleRobustError(f"mg_alpha1 must be greater than mg_alpha2, got alpha1={alpha1} <= alpha2={alpha2}")
 
 
 class MirrorStep:
-    """Mirror Gradient for one epoch of ``trainer`` (see the module docstring)."""
+    """Mirror Gradient of ``trainer``, built once with the trainer (see the module docstring); ``epoch``
+    attaches it to one epoch's loss."""
 
-    def __init__(self, trainer, loss_func):
+    def __init__(self, trainer):
         config = trainer.config
-        check_mirror_config(config["mg_alpha1"], config["mg_alpha2"], config["mg_interval"])
-        self.trainer, self.loss_func = trainer, loss_func
+        self.trainer = trainer
         self.alpha1, self.alpha2, self.interval = config["mg_alpha1"], config["mg_alpha2"], config["mg_interval"]
-        self.batch_idx = -1
-        self.interaction = None
+        self.loss_func, self.batch_idx, self.interaction = None, -1, None
         self._in_second_step = False
         device = trainer.device if isinstance(trainer.device, torch.device) else torch.device(trainer.device)
         self.device_type = device.type
-        if getattr(trainer, "_mirror_scaler", None) is None:
-            trainer._mirror_scaler = torch.amp.GradScaler(device.type, enabled=bool(trainer.enable_scaler))
-        self.scaler = trainer._mirror_scaler
+        self.scaler = None  # made at the first epoch, with the trainer's enable_scaler; kept across epochs
+
+    def epoch(self, loss_func):
+        """Start an epoch whose loss is ``loss_func``: batches are counted from 0 again."""
+        self.loss_func, self.batch_idx, self.interaction = loss_func, -1, None
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device_type, enabled=bool(self.trainer.enable_scaler))
+        return self
 
     def mirror_batch(self):
         return self.batch_idx % self.interval == 0

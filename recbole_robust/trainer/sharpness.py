@@ -31,52 +31,57 @@ import contextlib
 
 import torch
 
+from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
 
 SHARPNESS = ("sam", "asam", "ssam_f")
+SETTINGS = {
+    "sharpness": (lambda v: v is None or isinstance(v, str) and v.lower() in SHARPNESS,
+                  "sam, asam or ssam_f (or ~ for none)"),
+    "sam_rho": settings.NON_NEGATIVE,
+    "ssam_sparsity": (lambda v: settings.is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "ssam_mask_interval": settings.POSITIVE_INT,
+}
+"""The settings of sharpness-aware minimisation (``config.SETTINGS``)."""
 
 
 def check_sharpness_config(config):
-    method = config["sharpness"]
-    if method is None:
+    """``sharpness`` and ``sam_*`` of a run: each value (the schema), and not with Mirror Gradient."""
+    if config["sharpness"] is None:
         return
-    if not isinstance(method, str) or method.lower() not in SHARPNESS:
-        raise RecBoleRobustError(f"sharpness must be one of {', '.join(SHARPNESS)} (or ~ for none), got {method!r}")
-    rho = config["sam_rho"]
-    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or rho < 0:
-        raise RecBoleRobustError(f"sam_rho must be a number >= 0, got {rho!r}")
-    sparsity = config["ssam_sparsity"]
-    if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not 0 <= sparsity < 1:
-        raise RecBoleRobustError(f"ssam_sparsity must be a number in [0, 1), got {sparsity!r}")
-    interval = config["ssam_mask_interval"]
-    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-        raise RecBoleRobustError(f"ssam_mask_interval must be an integer >= 1, got {interval!r}")
+    settings.check_config(config, SETTINGS)
     if config["mirror_gradient"]:
-        raise RecBoleRobustError(f"sharpness={method} and mirror_gradient=True cannot be combined: choose one")
+        raise RecBoleRobustError(f"sharpness={config['sharpness']} and mirror_gradient=True cannot be combined: "
+                                 "choose one")
 
 
 class SharpnessStep:
-    """Sharpness-aware minimisation for one epoch of ``trainer`` (see the module docstring)."""
+    """Sharpness-aware minimisation of ``trainer``, built once with the trainer (see the module docstring): it
+    keeps the SAM object, the SSAM-F Fisher sum and mask across epochs; ``epoch`` attaches it to one epoch."""
 
-    def __init__(self, trainer, loss_func, epoch_idx):
+    def __init__(self, trainer):
         from pytorch_optimizer import SAM
 
         config = trainer.config
-        check_sharpness_config(config)
-        self.trainer, self.loss_func = trainer, loss_func
+        self.trainer, self.loss_func = trainer, None
         self.method = config["sharpness"].lower()
         self.params = [p for p in trainer.model.parameters() if p.requires_grad]
-        state = getattr(trainer, "_sharpness_state", None)
-        if state is None:  # kept by the trainer across epochs: the SAM object, the SSAM-F Fisher sum and mask
-            sam = SAM(self.params, torch.optim.SGD, rho=float(config["sam_rho"]), adaptive=self.method == "asam", lr=0.0)
-            state = trainer._sharpness_state = {"sam": sam, "fisher": None, "mask": None}
-        self.state = state
-        self.sam = state["sam"]
-        self.update_mask = self.method == "ssam_f" and (
-            state["mask"] is None or epoch_idx % config["ssam_mask_interval"] == 0)
+        self.sam = SAM(self.params, torch.optim.SGD, rho=float(config["sam_rho"]), adaptive=self.method == "asam", lr=0.0)
+        self.fisher, self.mask, self.update_mask = None, None, False
+        self.mask_interval = config["ssam_mask_interval"]
         self.sparsity = float(config["ssam_sparsity"])
         device = trainer.device if isinstance(trainer.device, torch.device) else torch.device(trainer.device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=bool(trainer.enable_scaler))
+        self.device_type = device.type
+        self.scaler = None  # made at the first epoch, with the trainer's enable_scaler; kept across epochs
+
+    def epoch(self, loss_func, epoch_idx):
+        """Start epoch ``epoch_idx``, whose loss is ``loss_func``; SSAM-F recomputes its mask on its first batch
+        every ``ssam_mask_interval`` epochs (and on the first batch of a run)."""
+        self.loss_func = loss_func
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device_type, enabled=bool(self.trainer.enable_scaler))
+        self.update_mask = self.method == "ssam_f" and (self.mask is None or epoch_idx % self.mask_interval == 0)
+        return self
 
     def loss(self, interaction):
         """L(w + e(w)) for RecBole's loop to backpropagate; w is perturbed until its optimiser steps."""
@@ -109,19 +114,17 @@ class SharpnessStep:
     @torch.no_grad()
     def _fisher(self):
         squares = [p.grad.square() if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        fisher = self.state["fisher"]
-        self.state["fisher"] = squares if fisher is None else [f.add_(s) for f, s in zip(fisher, squares)]
+        self.fisher = squares if self.fisher is None else [f.add_(s) for f, s in zip(self.fisher, squares)]
         if self.update_mask:
-            values = torch.cat([f.flatten() for f in self.state["fisher"]])
+            values = torch.cat([f.flatten() for f in self.fisher])
             keep = torch.zeros_like(values, dtype=torch.bool)
             keep[torch.topk(values, int(values.numel() * (1 - self.sparsity))).indices] = True
-            self.state["mask"] = list(keep.split([p.numel() for p in self.params]))
-            self.state["mask"] = [m.view_as(p) for m, p in zip(self.state["mask"], self.params)]
-            self.state["fisher"], self.update_mask = None, False
+            self.mask = [m.view_as(p) for m, p in zip(keep.split([p.numel() for p in self.params]), self.params)]
+            self.fisher, self.update_mask = None, False
 
     @torch.no_grad()
     def _mask_perturbation(self):
-        for p, m in zip(self.params, self.state["mask"]):
+        for p, m in zip(self.params, self.mask):
             old = self.sam.state[p].get("old_p")
             if old is not None:
                 p.copy_(torch.where(m, p, old))

@@ -70,10 +70,8 @@ def check_training_options(trainer_class, config, model):
     Called before a run writes anything, and again by the trainer itself.
     """
     terms = parse_terms(config, model)
-    if config["adv_start_epoch"] < 0:
-        raise RecBoleRobustError(f"adv_start_epoch must be >= 0, got {config['adv_start_epoch']}")
     if config["mirror_gradient"]:
-        check_mirror_config(config["mg_alpha1"], config["mg_alpha2"], config["mg_interval"])
+        check_mirror_config(config)
     check_sharpness_config(config)
     loop = next(cls for cls in trainer_class.__mro__ if "_train_epoch" in vars(cls) and cls is not RobustMixin)
     if (terms or config["mirror_gradient"] or config["sharpness"]) and loop is not Trainer:
@@ -98,7 +96,10 @@ class RobustMixin:
         self.adv_start_epoch = config["adv_start_epoch"]
         self.adversarial_loss = AdversarialLoss(model, self.adv_terms, config["adv_type"]) if self.adv_terms else None
         self._adv_optimizer = False
-        self.mirror_gradient = bool(config["mirror_gradient"])
+        self._adversarial_stage = False
+        # the extra steps of a batch, built once: they keep their state (scalers, SAM, SSAM-F mask) across epochs
+        self.mirror_step = MirrorStep(self) if config["mirror_gradient"] else None
+        self.sharpness_step = SharpnessStep(self) if config["sharpness"] else None
         # ``hook(trainer, epoch_idx, valid_data, verbose)`` after each validation, before the .last.pth state
         # is written; the pipeline attaches them (``valid_attack``: ``robustness.runs.attacked_validation``)
         self.validation_hooks = []
@@ -122,8 +123,28 @@ class RobustMixin:
                 learning_rate=self.config["adv_learning_rate"] or self.learning_rate,
             )
             self._adv_optimizer = True
-            self.logger.info(f"epoch {epoch_idx}: adversarial stage, optimiser {self.config['adv_learner']}")
+        if adversarial and not self._adversarial_stage:
+            self._adversarial_stage = True
+            switch = (f"; optimiser {self.config['adv_learner']}, learning rate "
+                      f"{self.config['adv_learning_rate'] or self.learning_rate}" if self.config["adv_learner"] else "")
+            self.logger.info(set_color(f"epoch {epoch_idx}: the adversarial stage begins", "yellow") + switch)
         return adversarial
+
+    def log_stages(self):
+        """Say in the log which epochs train with the adversary, and warn when it would never start."""
+        if self.adversarial_loss is None:
+            return
+        terms = ", ".join(repr(term) for term in self.adv_terms)
+        start = max(self.adv_start_epoch, self.start_epoch)
+        if start >= self.epochs:
+            self.logger.warning(f"adv_start_epoch {self.adv_start_epoch} is not below epochs {self.epochs}: the "
+                                f"adversary ({terms}) never starts, every epoch is plain pre-training")
+        elif start > self.start_epoch:
+            self.logger.info(f"stages: epochs {self.start_epoch}-{start - 1} pre-train without the adversary "
+                             f"(early stopping waits); from epoch {start}, adversarial training with {terms}"
+                             + (f", optimiser {self.config['adv_learner']}" if self.config["adv_learner"] else ""))
+        else:
+            self.logger.info(f"stages: adversarial training from epoch {start} with {terms}")
 
     def _check_nan(self, loss, name="training loss"):
         """Stop on a NaN or infinite ``loss`` (RecBole's check: NaN only, as a bare ValueError)."""
@@ -141,18 +162,18 @@ class RobustMixin:
             self.model.pre_epoch_processing()
         if loss_func is None and self._enter_stage(epoch_idx):
             loss_func = self.adversarial_loss
-        if self.config["sharpness"]:
+        loss_func = loss_func or self.model.calculate_loss
+        if self.sharpness_step:
             # sharpness-aware minimisation: perturbed by this trainer, stepped by RecBole's loop (sharpness.py)
-            sharpness = SharpnessStep(self, loss_func or self.model.calculate_loss, epoch_idx)
-            with sharpness.attached():
-                return super()._train_epoch(train_data, epoch_idx, loss_func=sharpness.loss, show_progress=show_progress)
-        if not self.mirror_gradient:
+            step = self.sharpness_step.epoch(loss_func, epoch_idx)
+        elif self.mirror_step:
+            # Mirror Gradient: RecBole's loop makes the first step of a mirror pair; the second is a step
+            # of this trainer, run after RecBole's optimiser step (mirror.py)
+            step = self.mirror_step.epoch(loss_func)
+        else:
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        # Mirror Gradient: RecBole's loop makes the first step of a mirror pair; the second is a step
-        # of this trainer, run after RecBole's optimiser step (mirror.py)
-        mirror = MirrorStep(self, loss_func or self.model.calculate_loss)
-        with mirror.attached():
-            return super()._train_epoch(train_data, epoch_idx, loss_func=mirror.loss, show_progress=show_progress)
+        with step.attached():
+            return super()._train_epoch(train_data, epoch_idx, loss_func=step.loss, show_progress=show_progress)
 
     def _checkpoint_state(self, epoch):
         return {

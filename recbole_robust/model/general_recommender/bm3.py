@@ -33,7 +33,7 @@ from recbole.model.loss import EmbLoss
 from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.graphs import LightGCNEncoder
+from recbole_robust.model.layers import LightGCNEncoder
 
 
 class BM3(PropagatedScores, GeneralRecommender):

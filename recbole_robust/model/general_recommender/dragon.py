@@ -35,10 +35,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.graphs import (
-    cached_graph, csr_transpose, graph_product, mixed_knn_graph, modality_weights, sampled_user_graph,
-    sym_norm_adjacency, user_cooccurrence_graph, user_item_edges, valid_user_graph,
-)
+from recbole_robust.data.graphs import csr_transpose, mixed_knn_graph, modality_weights, sampled_user_graph
+from recbole_robust.model.layers import graph_product
 
 
 class DRAGON(PropagatedScores, GeneralRecommender):
@@ -61,9 +59,7 @@ class DRAGON(PropagatedScores, GeneralRecommender):
         self.modalities = config["modalities"] or dataset.item_features.modalities
 
         # define graphs (fixed: CSR buffers; the user-user co-occurrence graph cached with the dataset build)
-        users, items = user_item_edges(dataset)
-        self.register_buffer("ui_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items).to_sparse_csr(),
-                             persistent=False)
+        self.register_buffer("ui_adj", dataset.norm_adjacency(), persistent=False)
         for m in self.modalities:
             self.register_buffer(f"features_{m}", dataset.item_features[m], persistent=False)
         if self.item_item_graph:
@@ -72,12 +68,7 @@ class DRAGON(PropagatedScores, GeneralRecommender):
                                      config["knn_k"])
             self.register_buffer("mm_adj", mm_adj, persistent=False)
             self.register_buffer("mm_adj_t", csr_transpose(mm_adj), persistent=False)
-        top = config["user_graph_top"]
-        graph = cached_graph(config, "user_cooccurrence", [users.numpy(), items.numpy(), self.n_users, self.n_items, top],
-                             lambda: dict(zip(("indptr", "neighbours", "counts"), user_cooccurrence_graph(
-                                 users.numpy(), items.numpy(), self.n_users, self.n_items, top))),
-                             lambda arrays: valid_user_graph(arrays, self.n_users))
-        self.user_cooccurrence = (graph["indptr"], graph["neighbours"], graph["counts"])
+        self.user_cooccurrence = dataset.user_cooccurrence(config["user_graph_top"])
         self.register_buffer("user_graph", None, persistent=False)  # sampled before every epoch
         self.register_buffer("user_graph_t", None, persistent=False)
 

@@ -29,9 +29,8 @@ from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.graphs import (
-    EdgePruning, LightGCNEncoder, csr_transpose, graph_product, mixed_knn_graph, modality_weights, user_item_edges,
-)
+from recbole_robust.data.graphs import csr_transpose, mixed_knn_graph, modality_weights
+from recbole_robust.model.layers import EdgePruning, LightGCNEncoder, graph_product
 
 
 class FREEDOM(PropagatedScores, GeneralRecommender):
@@ -54,9 +53,9 @@ class FREEDOM(PropagatedScores, GeneralRecommender):
         # define layers and loss; the graphs are built on the run's device (a GPU builds the kNN graph
         # of thousands of items in milliseconds, the CPU in seconds)
         device = torch.device(config["device"])
-        users, items = (t.to(device) for t in user_item_edges(dataset))
+        users, items = (t.to(device) for t in dataset.interaction_edges())
         self.pruning = EdgePruning(users, items, self.n_users, self.n_items, config["dropout"])
-        # graphs are CSR: each batch propagates with sparse-dense products (graphs.py)
+        # graphs are CSR: each batch propagates with sparse-dense products (layers.py)
         self.encoder = LightGCNEncoder(dataset, self.n_ui_layers, device)
         self.masked_adj = None  # the pruned graph of the current epoch (pre_epoch_processing)
         self.knn_k = config["knn_k"]

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_robust.model.graphs import DotAttentionConv, WeightedSumConv, user_item_edges
 from recbole_robust.model.node_recommender import GraphNodeRecommender
 
 
@@ -34,6 +33,8 @@ class ContentGraph(nn.Module):
         self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, latent_size)))
         self.projection = nn.Linear(feat_dim, latent_size)
         nn.init.xavier_normal_(self.projection.weight)
+        from recbole_robust.model.message_passing import DotAttentionConv  # PyG, imported when GRCN is built
+
         self.attention = DotAttentionConv()
 
     def forward(self, features, item_to_user, both_directions):
@@ -53,7 +54,9 @@ class GRCN(GraphNodeRecommender):
         super().__init__(config, dataset)  # ID embeddings, feature buffers, reg_weight (node_recommender.py)
 
         # define layers and loss
-        users, items = user_item_edges(dataset)
+        from recbole_robust.model.message_passing import WeightedSumConv  # PyG, imported when GRCN is built
+
+        users, items = dataset.interaction_edges()
         item_to_user = torch.stack([items + self.n_users, users])  # messages from items to their users
         self.register_buffer("item_to_user", item_to_user, persistent=False)
         self.register_buffer("edge_index", torch.cat([item_to_user, item_to_user.flip(0)], dim=1), persistent=False)

@@ -31,7 +31,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.graphs import csr_transpose, graph_product, normalized_sum, user_item_edges, weighted_knn
+from recbole_robust.data.graphs import csr_transpose, normalized_sum, weighted_knn
+from recbole_robust.model.layers import graph_product
 
 
 class LATTICE(PropagatedScores, GeneralRecommender):
@@ -53,7 +54,7 @@ class LATTICE(PropagatedScores, GeneralRecommender):
         self.modalities = config["modalities"] or dataset.item_features.modalities
 
         # define graphs: the user-item graph D^-1 (A + I), and each modality's initial kNN graph
-        users, items = user_item_edges(dataset)
+        users, items = dataset.interaction_edges()
         n = self.n_users + self.n_items
         loops = torch.arange(n)
         rows = torch.cat([users, items + self.n_users, loops])

@@ -24,7 +24,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.graphs import EdgePruning, graph_product, sym_norm_adjacency, user_item_edges
+from recbole_robust.model.layers import EdgePruning, graph_product
 
 
 class LayerGCN(PropagatedScores, GeneralRecommender):
@@ -42,10 +42,9 @@ class LayerGCN(PropagatedScores, GeneralRecommender):
 
         # define layers and loss
         device = torch.device(config["device"])
-        users, items = (t.to(device) for t in user_item_edges(dataset))
+        users, items = (t.to(device) for t in dataset.interaction_edges())
         self.pruning = EdgePruning(users, items, self.n_users, self.n_items, config["dropout"])
-        self.register_buffer("norm_adj", sym_norm_adjacency(users, items, self.n_users, self.n_items).to_sparse_csr(),
-                             persistent=False)
+        self.register_buffer("norm_adj", dataset.norm_adjacency().to(device), persistent=False)
         self.masked_adj = None
         self._degree_sensitive = True  # the authors' code alternates degree-sensitive and uniform pruning
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)

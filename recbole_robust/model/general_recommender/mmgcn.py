@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_robust.model.graphs import SparseMeanConv, by_rows, csr_transpose, mean_adjacency, user_item_edges
+from recbole_robust.data.graphs import csr_transpose, mean_adjacency
+from recbole_robust.model.layers import SparseMeanConv, by_rows
 from recbole_robust.model.node_recommender import GraphNodeRecommender
 
 
@@ -84,10 +85,10 @@ class MMGCN(GraphNodeRecommender):
         super().__init__(config, dataset)  # ID embeddings, feature buffers, reg_weight (node_recommender.py)
 
         # define layers and loss
-        users, items = user_item_edges(dataset)
+        users, items = dataset.interaction_edges()
         edges = torch.stack([users, items + self.n_users])
         edge_index = torch.cat([edges, edges.flip(0)], dim=1)
-        # the mean over each node's neighbours as one CSR matrix (graphs.mean_adjacency)
+        # the mean over each node's neighbours as one CSR matrix (data/graphs.py: mean_adjacency)
         self.register_buffer("mean_adj", mean_adjacency(edge_index, self.n_users + self.n_items), persistent=False)
         self.register_buffer("mean_adj_t", csr_transpose(self.mean_adj), persistent=False)
         trained = config["train_id_embedding"] is not False

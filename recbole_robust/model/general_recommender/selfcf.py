@@ -31,7 +31,7 @@ from recbole.utils import InputType
 
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.cache import FullSortCache
-from recbole_robust.model.graphs import EdgeDropout, LightGCNEncoder
+from recbole_robust.model.layers import EdgeDropout, LightGCNEncoder
 
 
 class SelfCF(GeneralRecommender):

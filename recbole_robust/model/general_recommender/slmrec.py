@@ -34,7 +34,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.graphs import LightGCNEncoder
+from recbole_robust.model.layers import LightGCNEncoder
 
 
 def in_batch_infonce(a, b, temperature):

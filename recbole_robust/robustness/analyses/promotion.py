@@ -1,32 +1,32 @@
-"""Item promotion and rank changes: what an attacker who edits item content achieves (AMR section 1, figure 5;
-the threat of the MG paper's figure 1).
+"""Item promotion by content features: what an attacker who edits item content achieves (AMR section 1; the
+threat of the MG paper's figure 1).
 
-* ``promotion`` (analysis ``promotion``): ``promotion_items`` target items (drawn at random with the
-  run's seed among the items of the training split) get their content features perturbed, each row
-  within an L2 ball of radius eps, by projected gradient *ascent* on the mean score of the targets for
-  all users (``attack_steps`` steps of ``attack_step_size`` x eps, as PGD). Reported before and after,
-  for each eps: the targets' hit ratio@K (share of (user, target) pairs, the target not among the
-  user's training items, with the target in the user's top K of the full ranking that masks the
-  training items), mean and median rank; and the same for Gaussian noise of the same norms on the same
-  rows (the control). Every content tensor of the model is attacked (``modality_location``); a
-  structure built from the raw features at load time (FREEDOM's frozen kNN graph) is not rebuilt.
-* ``rank_change`` (analysis ``rank_change``): the rank of every clean test item for its user, before
-  and after an untargeted attack (the first adversarial method of ``attack``, else FGM, at the
-  largest ``attack_eps`` on ``attack_terms``): the distribution of the change (AMR figure 5), as a
-  histogram, with its mean, median and the share of test items that lost more than 10 places.
+``promotion_items`` target items (drawn at random with the run's seed among the items of the training split)
+get their content features perturbed, each row within an L2 ball of radius eps, by projected gradient *ascent*
+on the mean score of the targets for all users (``attack_steps`` steps of ``attack_step_size`` x eps, as PGD).
+Reported before and after, for each eps of ``promotion_eps``: the targets' hit ratio@K (``promotion_topk``;
+share of (user, target) pairs, the target not among the user's training items, with the target in the user's
+top K of the full ranking that masks the training items), mean and median rank; and the same for Gaussian noise
+of the same norms on the same rows (the control). Every content tensor of the model is attacked
+(``modality_location``); a structure built from the raw features at load time (FREEDOM's frozen kNN graph) is
+not rebuilt.
 
-Ranks are 1-based positions in the full ranking (items the user trained on masked), computed for
-chunks of users with the model's ``full_sort_predict`` under the perturbed tensors (``functional_call``).
+Ranks (``ranks``, also used by ``rank_change``) are 1-based positions in the full ranking (items the user
+trained on masked), computed for chunks of users with the model's ``full_sort_predict`` under the perturbed
+tensors (``functional_call``).
 """
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
-from recbole_robust.perturb.ascent import attack_perturbations, projected_ascent
-from recbole_robust.robustness.attacks import attack_terms
+from recbole_robust.perturb.ascent import projected_ascent
 from recbole_robust.perturb.engine import call_with, gradients, named_tensor, normalise
+from recbole_robust.robustness.analyses.base import Analysis, Result, mean_std
+from recbole_robust.robustness.attacks import SETTINGS as ATTACK_SETTINGS
+from recbole_robust.robustness.report import Column, sweep_figure
 
 USER_CHUNK = 64
 PAIRS_PER_PASS = 1 << 16
@@ -132,11 +132,8 @@ def promotion_perturbation(model, names, targets, users, eps, steps=10, step_siz
     return projected_ascent(gradient_at, start, ["row"] * len(names), eps, steps, step_size)
 
 
-def promotion(trainer, train_data, count, eps_list, topk=20, steps=10, step_size=None, seed=0):
-    """The promotion analysis: rows ``{method, eps, hit_ratio@K, mean_rank, median_rank}`` and the targets."""
-    model = trainer.model
-    if any(e < 0 for e in eps_list):
-        raise RecBoleRobustError(f"promotion_eps must be >= 0, got {min(eps_list)}")
+def promotion(model, train_data, count, eps_list, topk=20, steps=10, step_size=None, seed=0):
+    """Rows ``{method, eps, hit_ratio@K, mean_rank, median_rank}`` of the promotion, and the targets."""
     names = content_tensors(model)
     train_csr = train_data.dataset.inter_matrix(form="csr")
     targets = choose_targets(train_csr, count, seed)
@@ -157,21 +154,70 @@ def promotion(trainer, train_data, count, eps_list, topk=20, steps=10, step_size
     return targets, rows
 
 
-def rank_change(trainer, train_data, test_data, method, eps, seed=0, pgd=None):
-    """Rank of each clean test item for its user before and after an untargeted attack: (before, after)."""
-    model = trainer.model
-    terms = attack_terms(trainer.config, model)
-    train_csr = train_data.dataset.inter_matrix(form="csr")
-    inter = test_data.dataset.inter_feat
-    users, items = inter[model.USER_ID].cpu(), inter[model.ITEM_ID].cpu()
-    order = torch.argsort(users, stable=True)  # users in chunks: one full ranking per user
-    users, items = users[order], items[order]
-    unique, counts = torch.unique_consecutive(users, return_counts=True)
-    tensors = attack_perturbations(model, train_data, terms, eps, method, pgd, seed)
-    # each user's test items as one row of a padded grid, so that one full ranking serves all of them
-    row = torch.arange(len(unique)).repeat_interleave(counts)
-    position = torch.arange(len(users)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
-    grid = torch.zeros(len(unique), int(counts.max()), dtype=torch.long)
-    grid[row, position] = items
-    before, after = (ranks(model, t, unique, grid, train_csr)[row, position] for t in ({}, tensors))
-    return before, after
+class PromotionAnalysis(Analysis):
+    name = "promotion"
+    heading = "Item promotion by content features"
+    settings = {
+        "promotion_items": settings.POSITIVE_INT,
+        "promotion_eps": settings.NON_NEGATIVE_LIST,
+        "promotion_topk": settings.POSITIVE_INT,
+    }
+
+    def check(self, config, model):
+        content_tensors(model)
+        settings.check_config(config, {k: ATTACK_SETTINGS[k] for k in ("attack_steps", "attack_step_size")})
+
+    def check_data(self, config, train_data):
+        choose_targets(train_data.dataset.inter_matrix(form="csr"), config["promotion_items"], config["seed"])
+
+    def run(self, context):
+        config = context.config
+        topk = config["promotion_topk"]
+        targets, rows = promotion(context.trainer.model, context.train_data, config["promotion_items"],
+                                  settings.as_list(config["promotion_eps"]), topk, config["attack_steps"],
+                                  config["attack_step_size"], seed=config["seed"])
+        columns = [Column("method", kind="str"), Column("eps", kind="g"), Column(f"hit_ratio@{topk}"),
+                   Column("mean rank", "mean_rank"), Column("median rank", "median_rank")]
+        title = f"promotion of {len(targets)} items by their content features ({config['attack_steps']} PGD steps)"
+        return Result(self.name, title, rows, columns, {"targets": targets.tolist(), "rows": rows, "topk": topk})
+
+    def plot(self, result, path, title):
+        hit = f"hit_ratio@{result.data['topk']}"
+        clean = [(0.0, r[hit], 0.0, 1) for r in result.records if r["method"] == "clean"]
+        curves = [{"label": method, "dashed": method == "random", "points": clean + [
+            (r["eps"], r[hit], 0.0, 1) for r in result.records if r["method"] == method]} for method in ("pgd", "random")]
+        sweep_figure(path, f"{title}: {result.title}", [{"xlabel": "eps (L2 norm per target item)", "ylabel": hit,
+                                                        "curves": curves}])
+        return True
+
+    def section(self, report, results):
+        first = next(iter(results.values()))[0]
+        hit = f"hit_ratio@{first.data['topk']}"
+        records, curves = [], []
+        for k, (label, runs) in enumerate(results.items()):
+            rows = [r.data["rows"] for r in runs]
+            by_method = {}
+            for method, eps in dict.fromkeys((x["method"], x["eps"]) for x in rows[0]):
+                picked = [next(x for x in rs if (x["method"], x["eps"]) == (method, eps)) for rs in rows]
+                record = {"model": label, "method": method, "eps": eps, "n": len(picked)}
+                for key in (hit, "mean_rank", "median_rank"):
+                    record[f"{key}_mean"], record[f"{key}_std"], _ = mean_std([p[key] for p in picked])
+                records.append(record)
+                by_method.setdefault(method, []).append((eps, record[f"{hit}_mean"], record[f"{hit}_std"], len(picked)))
+            clean = by_method.pop("clean")
+            for method, points in by_method.items():
+                curves.append({"label": f"{label}: {method}", "points": clean + points, "colour": k,
+                               "dashed": method == "random"})
+        path = sweep_figure(report.path(self.name), f"{report.dataset}: {self.heading}", [{
+            "xlabel": "eps (L2 norm per target item)", "ylabel": f"{hit} of the target items", "curves": curves,
+            "title": "PGD ascent (solid) and random noise of the same norms (dashed)"}])
+        report.heading(f"{self.heading} ({hit} of the target items)")
+        report.text(first.title.capitalize() + ".")
+        report.figure(path, f"the targets' {hit} against eps, one colour per model")
+        report.table(self.name, f"{self.heading}: {hit}", records, [
+            Column("model", kind="str"), Column("method", kind="str"), Column("eps", kind="g"),
+            Column(hit, hit, "mean_std"), Column("mean rank", "mean_rank", "mean_std"),
+            Column("median rank", "median_rank", "mean_std"), Column("n", kind="int")])
+
+
+ANALYSIS: Analysis = PromotionAnalysis()
