@@ -58,6 +58,6 @@ setup(
         "recbole_robust.dataset_configs": ["*.yaml"],
     },
     install_requires=install_requires,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.5"]},
     entry_points={"console_scripts": ["recbole-robust=recbole_robust_cli:main"]},
 )

@@ -103,9 +103,9 @@ def _run_settings(config_dict, seed, run_dir):
     return {**(config_dict or {}), "seed": seed, "attack_dir": run_dir, "analysis_dir": run_dir}
 
 
-def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, preset):
-    """One checkpoint: clean metrics (full precision) and per user, the baselines on its split, and the run's
-    analyses (files in its run folder)."""
+def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, preset, baselines=True):
+    """One checkpoint: clean metrics (full precision) and per user, the run's analyses (files in its run folder),
+    and, with ``baselines``, the chance and popularity baselines of its split."""
     config, data_set, (train_data, _, test_data), trainer = prepare_run(model, dataset, config_file_list, config_dict,
                                                                         preset, checkpoint=path)
     load_weights(trainer.model, path, config["device"])
@@ -114,7 +114,7 @@ def _evaluate_checkpoint(model, dataset, path, config_file_list, config_dict, pr
              for name, part in (("train", train_data), ("test", test_data))}
     return {"config": config, "clean": clean, "per_user": per_user, "seed": config["seed"], "checkpoint": path,
             "analyses": runs.run_analyses(config, trainer, train_data, test_data),
-            "baselines": baseline_metrics(trainer, train_data, test_data), "split": split}
+            "baselines": baseline_metrics(trainer, train_data, test_data) if baselines else {}, "split": split}
 
 
 def git_commit():
@@ -217,12 +217,12 @@ def robustness_report(groups, dataset, config_file_list=None, config_dict=None, 
         validate_run(models[path], dataset, config_file_list, settings, preset, checkpoint=path)
     results, baselines, evaluated_seeds = {}, {}, set()
     for label, path, settings in planned:
-        run = _evaluate_checkpoint(models[path], dataset, path, config_file_list, settings, preset)
+        run = _evaluate_checkpoint(models[path], dataset, path, config_file_list, settings, preset,
+                                   baselines=seeds[path] not in evaluated_seeds)  # the baselines once per split
+        evaluated_seeds.add(seeds[path])
         results.setdefault(label, []).append(run)
-        if run["seed"] not in evaluated_seeds:  # the baselines once per split
-            evaluated_seeds.add(run["seed"])
-            for name, metrics in run["baselines"].items():
-                baselines.setdefault(name, []).append(metrics)
+        for name, metrics in run["baselines"].items():
+            baselines.setdefault(name, []).append(metrics)
     first = next(iter(results.values()))[0]
     settings = report_settings(command or PYTHON_CALL, first["config"], preset, first["split"], first["analyses"])
     paths = write_report(results, dataset, out_dir, settings, baselines)

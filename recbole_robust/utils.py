@@ -96,12 +96,14 @@ CGROUP_QUOTAS = (("/sys/fs/cgroup/cpu.max", None),  # cgroup v2: "<quota> <perio
 
 def available_cpus(cgroup_v2_file=None):
     """The CPUs this process may use: its affinity mask, bounded by a cgroup CPU quota (a container's or a CI
-    job's limit), which ``os.cpu_count()`` and PyTorch's default both ignore. ``cgroup_v2_file`` replaces the
-    cgroup v2 quota file (tests)."""
+    job's limit), which ``os.cpu_count()`` and PyTorch's default both ignore, and by ``OMP_NUM_THREADS`` where it
+    is set. ``cgroup_v2_file`` replaces the cgroup v2 quota file (tests)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        cpus = min(cpus, int(os.environ["OMP_NUM_THREADS"]))
     quotas = ((cgroup_v2_file, None),) if cgroup_v2_file else CGROUP_QUOTAS
     for quota_file, period_file in quotas:
         try:

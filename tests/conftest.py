@@ -6,7 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import recbole_robust  # noqa: F401  (registers the plugin with RecBole)
+if "PYTEST_XDIST_WORKER" in os.environ:  # the tests run in 2 processes (pytest.ini): one PyTorch thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import recbole_robust  # noqa: E402,F401  (registers the plugin with RecBole)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECBOLE_ROBUST_SHARED", REPO.parent / "shared" / "datasets")).resolve()

@@ -75,11 +75,14 @@ def test_threads_default_to_the_cpus_available(monkeypatch, tmp_path):
     from recbole_robust.quick_start import make_config, use_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     quota = tmp_path / "cpu.max"
     quota.write_text("300000 100000\n")  # a cgroup quota of 3 CPUs
     assert utils.available_cpus(str(quota)) == 3
     quota.write_text("max 100000\n")
     assert utils.available_cpus(str(quota)) == 6  # no quota: the affinity mask
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert utils.available_cpus(str(quota)) == 2  # the user's OpenMP setting
     before = torch.get_num_threads()
     try:
         use_threads(make_config("BPR", "ml-100k", config_dict={"threads": 1}))

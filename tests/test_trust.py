@@ -378,6 +378,7 @@ def test_plugin_data_problems_are_one_line(data, tmp_path, capsys):
     ("learning_rate: {choice: [0.01]}", ["--address=127.0.0.1:{port}"], "no Ray cluster answers there"),
     ("learning_rate: {choice: [0.01]}", ["--cpus_per_trial=512"], "more than the Ray cluster's"),
 ])
+@pytest.mark.xdist_group("ray")
 def test_search_options_are_checked_before_trials_start(space, options, message, tmp_path, capsys):
     import socket
 

@@ -8,6 +8,9 @@ from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.tune import read_search_space, tune
 
 
+pytestmark = pytest.mark.xdist_group("ray")  # one test process runs every test that starts Ray, one at a time
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for the searches of this module (tune() leaves a running Ray alone)."""

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO, run_cli
 from recbole_robust.tune import tune
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one test process runs every test that starts Ray, one at a time
 
 
 def space(tmp_path, text):
@@ -33,7 +36,7 @@ def test_interrupted_search_resumes(tmp_path, small_data, build_dir):
     args = ["--model=BPR", "--dataset=ml-100k", f"--tune={spec}", "--concurrent_trials=1", "--epochs=2",
             f"--data_path={small_data}", f"--build_dir={build_dir}", "--ray_dir=ray", "--show_progress=False"]
     driver = subprocess.Popen([sys.executable, str(REPO / "run_recbole_robust.py"), *args], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=open(tmp_path / "driver.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
     search_dir = None
     while time.time() < deadline and driver.poll() is None:
@@ -42,6 +45,7 @@ def test_interrupted_search_resumes(tmp_path, small_data, build_dir):
             search_dir = runs[0].parents[1]
             break
         time.sleep(1)
+    assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]  # still searching when killed
     os.killpg(driver.pid, 9)
     driver.wait()
     subprocess.run([RAY, "stop", "--force"], capture_output=True)
