@@ -124,9 +124,14 @@ def save_figure(fig, path):
     return path
 
 
+METHOD_STYLES = {"fgm": ("-", "o"), "pgd": ("-.", "^"), "sign": (":", "v"), "random": ("--", "s")}
+"""Line style and marker of each attack method: a model's curves share its colour, a method its style."""
+
+
 def draw_curves(ax, curves, baselines=None, log_x=False):
-    """Curves ``[{"label", "points": [(x, mean, std, n)], "colour", "dashed"}]`` on ``ax``: error bars only where
-    a point is the mean of several runs (n > 1); ``baselines`` ``{label: y}`` as horizontal dotted lines."""
+    """Curves ``[{"label", "points": [(x, mean, std, n)], "colour", "method"}]`` on ``ax`` (``method``: an attack
+    method's line style, ``METHOD_STYLES``; none: solid): error bars only where a point is the mean of several runs
+    (n > 1); ``baselines`` ``{label: y}`` as horizontal dotted lines."""
     plt = _pyplot()
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for curve in curves:
@@ -135,8 +140,7 @@ def draw_curves(ax, curves, baselines=None, log_x=False):
             continue
         xs, ys, errs, ns = zip(*points)
         colour = colours[curve.get("colour", 0) % len(colours)]
-        style = "--" if curve.get("dashed") else "-"
-        marker = "s" if curve.get("dashed") else "o"
+        style, marker = METHOD_STYLES.get(curve.get("method"), ("-", "o"))
         if max(ns) > 1:
             ax.errorbar(xs, ys, yerr=errs, marker=marker, linestyle=style, capsize=3, color=colour, label=curve["label"])
         else:

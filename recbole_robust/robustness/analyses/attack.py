@@ -87,8 +87,7 @@ class AttackAnalysis(Analysis):
         for k, key in enumerate(dict.fromkeys((r["target"], r["method"]) for r in result.data["rows"])):
             points = [(0.0, clean, 0.0, 1)] + [(r["eps"], r[metric], 0.0, 1) for r in result.data["rows"]
                                                if (r["target"], r["method"]) == key]
-            curves.append({"label": f"{key[1]} on {key[0]}", "points": points, "colour": k // 2,
-                           "dashed": key[1] == "random"})
+            curves.append({"label": f"{key[1]} on {key[0]}", "points": points, "colour": k, "method": key[1]})
         sweep_figure(path, f"{title}: attacks at test time", [{"xlabel": "eps", "ylabel": metric, "curves": curves}])
         return True
 
@@ -98,7 +97,8 @@ class AttackAnalysis(Analysis):
         targets = list(dict.fromkeys(r["target"] for r in first.data["rows"]))
         records = []
         report.heading(f"{self.heading} ({metric})")
-        report.text(first.title + ". Random noise of the same norms is the control (dashed).")
+        report.text(first.title + ". One colour per model; FGM solid, PGD dash-dot, random noise of the same norms "
+                    "(the control) dashed.")
         for target in targets:
             absolute, relative = [], []
             for k, (label, runs) in enumerate(results.items()):
@@ -122,7 +122,7 @@ class AttackAnalysis(Analysis):
                                         "relative_drop_std": drop_std, "t": t, "p": p, "n": n})
                         abs_points.append((eps, mean, std, n))
                         drop_points.append((eps, 100 * drop_mean, 100 * drop_std, n))
-                    curve = {"label": f"{label}: {method}", "colour": k, "dashed": method == "random"}
+                    curve = {"label": f"{label}: {method}", "colour": k, "method": method}
                     absolute.append({**curve, "points": abs_points})
                     relative.append({**curve, "points": drop_points})
             eps_text = first.data["eps_meaning"].get(target, "")
@@ -132,7 +132,7 @@ class AttackAnalysis(Analysis):
                  "baselines": report.baselines(metric), "title": f"{metric} (mean ± std over checkpoints)"},
                 {"xlabel": f"eps ({eps_text})", "ylabel": f"relative drop of {metric} (%)", "curves": relative,
                  "title": "relative drop (each checkpoint against its own clean value)"}])
-            report.figure(path, f"{metric} under attacks on {target}: adversarial (solid) and random (dashed), "
+            report.figure(path, f"{metric} under attacks on {target}: FGM solid, PGD dash-dot, random dashed, "
                                 "one colour per model")
         report.table("attacks", f"{self.heading}: {metric}", records, [
             Column("model", kind="str"), Column("attack", kind="str"), Column("target", kind="str"),

@@ -184,7 +184,7 @@ class PromotionAnalysis(Analysis):
     def plot(self, result, path, title):
         hit = f"hit_ratio@{result.data['topk']}"
         clean = [(0.0, r[hit], 0.0, 1) for r in result.records if r["method"] == "clean"]
-        curves = [{"label": method, "dashed": method == "random", "points": clean + [
+        curves = [{"label": method, "method": method, "points": clean + [
             (r["eps"], r[hit], 0.0, 1) for r in result.records if r["method"] == method]} for method in ("pgd", "random")]
         sweep_figure(path, f"{title}: {result.title}", [{"xlabel": "eps (L2 norm per target item)", "ylabel": hit,
                                                         "curves": curves}])
@@ -206,11 +206,10 @@ class PromotionAnalysis(Analysis):
                 by_method.setdefault(method, []).append((eps, record[f"{hit}_mean"], record[f"{hit}_std"], len(picked)))
             clean = by_method.pop("clean")
             for method, points in by_method.items():
-                curves.append({"label": f"{label}: {method}", "points": clean + points, "colour": k,
-                               "dashed": method == "random"})
+                curves.append({"label": f"{label}: {method}", "points": clean + points, "colour": k, "method": method})
         path = sweep_figure(report.path(self.name), f"{report.dataset}: {self.heading}", [{
             "xlabel": "eps (L2 norm per target item)", "ylabel": f"{hit} of the target items", "curves": curves,
-            "title": "PGD ascent (solid) and random noise of the same norms (dashed)"}])
+            "title": "PGD ascent (dash-dot) and random noise of the same norms (dashed)"}])
         report.heading(f"{self.heading} ({hit} of the target items)")
         report.text(first.title.capitalize() + ".")
         report.figure(path, f"the targets' {hit} against eps, one colour per model")
