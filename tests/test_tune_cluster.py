@@ -32,6 +32,8 @@ def _free_port():
 
 def test_interrupted_search_resumes(tmp_path, small_data, build_dir):
     """Kill the driver after the first trial finishes; --resume completes the search."""
+    # a cluster another test left (``ray start``) would be joined by the driver and stopped under it
+    subprocess.run([RAY, "stop", "--force"], capture_output=True)
     spec = space(tmp_path, "learning_rate: {grid: [0.001, 0.003, 0.01]}\n")
     args = ["--model=BPR", "--dataset=ml-100k", f"--tune={spec}", "--concurrent_trials=1", "--epochs=2",
             f"--data_path={small_data}", f"--build_dir={build_dir}", "--ray_dir=ray", "--show_progress=False"]

@@ -64,8 +64,8 @@ class Report:
 
     def baselines(self, metric):
         """``{label: mean of metric}`` of the chance and popularity baselines, for the figures."""
-        return {label: mean_std([r[metric] for r in runs])[0] for label, runs in self._baselines.items()
-                if runs and metric in runs[0]}
+        return {BASELINES.get(name, name): mean_std([r[metric] for r in runs])[0]
+                for name, runs in self._baselines.items() if runs and metric in runs[0]}
 
     def markdown(self):
         out = []
