@@ -159,8 +159,7 @@ def report_settings(command, config, preset, split, analyses):
             "figures and tables centre on": (config["attack_metric"] or config["valid_metric"]).lower()}
     if "attack" in analyses:
         pgd = pgd_settings(config)
-        rows["attacks"] = (f"{', '.join(attack_methods(config['attack']))}, eps {as_list(config['attack_eps'])}; "
-                           f"{analyses['attack'].title}")
+        rows["attacks"] = f"{analyses['attack'].title}; eps {as_list(config['attack_eps'])}"
         if "pgd" in attack_methods(config["attack"]):
             step = pgd["step_size"] if pgd["step_size"] is not None else 2.5 / pgd["steps"]
             rows["PGD"] = (f"{pgd['steps']} steps of {step:g} x eps (L2), projected onto the eps-ball; "
