@@ -97,6 +97,17 @@ def _report_options(parser):
                         help="a setting of every run, or of one label's runs (repeatable)")
 
 
+def _count_or_share(text):
+    """``5`` -> 5 fake users, ``0.01`` -> a share (checked with the other settings)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a count or a share") from None
+
+
 def build_parser(command="train"):
     """The parser of one subcommand (``train`` also takes today's flags without a subcommand)."""
     if command == "report":
@@ -106,6 +117,13 @@ def build_parser(command="train"):
         parser.add_argument("checkpoints", nargs="*", metavar="[LABEL=]CKPT[,CKPT...]")
         _data_options(parser, model=False)
         _report_options(parser)
+        grid = parser.add_argument_group("poisoning grid (with --models): model x defence x attack x budget")
+        grid.add_argument("--poisons", nargs="+", metavar="ATTACK",
+                          help="retrain every model on data with fake users: random average bandwagon segment pga")
+        grid.add_argument("--budgets", nargs="+", type=_count_or_share, metavar="N|SHARE",
+                          help="fake users per attack: a count or a share of the real users (default: 0.01)")
+        grid.add_argument("--defences", nargs="+", metavar="DEFENCE",
+                          help="none (default) pca stats (detectors) adv (BPR->APR, VBPR->AMR) mg sam")
         return parser
     if command == "tune":
         parser = _parser("tune", "Ray Tune search over a space of settings (properties/search/<Model>.yaml).")
@@ -208,13 +226,17 @@ def run(command, args, rest, argv):
             if checkpoints:
                 raise_error("report takes checkpoints or --models, not both")
             variants = pipelines.parse_variants(args.models, args.set or ())
+            if args.poisons or args.defences or args.budgets:
+                variants = pipelines.poison_grid(variants, args.poisons or [], args.budgets or [0.01],
+                                                 args.defences or ["none"])
             _, paths, _ = pipelines.train_and_report(variants, args.dataset, args.seeds, config_files, settings,
                                                      args.preset, args.report_dir, line)
         else:
             if not checkpoints:
                 raise_error("report needs checkpoints (LABEL=CKPT[,CKPT...]) or --models")
-            if command == "report" and (args.seeds or args.set):
-                raise_error("--seeds and --set go with --models (checkpoints are evaluated with their own seed)")
+            if command == "report" and (args.seeds or args.set or args.poisons or args.defences or args.budgets):
+                raise_error("--seeds, --set, --poisons, --budgets and --defences go with --models (checkpoints are "
+                            "evaluated with their own seed and data)")
             _, paths = pipelines.robustness_report(pipelines.parse_groups(checkpoints), args.dataset, config_files,
                                                    settings, args.preset, args.report_dir, line)
         print(f"robustness report: {paths['md']}\n  self-contained HTML: {paths['html']}\n  LaTeX: {paths['tex']}")

@@ -16,6 +16,7 @@ import yaml
 from recbole.config import Config
 
 from recbole_robust import settings
+from recbole_robust.data import poison
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.perturb import engine
 from recbole_robust.resources import MAX_NESTING
@@ -216,7 +217,7 @@ PIPELINE_SETTINGS = {
 """The plugin's own data and evaluation settings."""
 
 SETTINGS = {**RECBOLE_SETTINGS, **PIPELINE_SETTINGS, **engine.SETTINGS, **mirror.SETTINGS, **sharpness.SETTINGS,
-            **attacks.SETTINGS, **analyses.SETTINGS}
+            **attacks.SETTINGS, **analyses.SETTINGS, **poison.SETTINGS}
 """Every checked setting: ``{name: (check, what a valid value is)}``, each written once, beside its feature
 (``settings.py``). Checked on the user's own settings (files, dict, command line, search spaces)."""
 PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "analysis_dir")

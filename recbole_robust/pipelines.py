@@ -258,6 +258,64 @@ def parse_variants(models, sets=()):
     return variants
 
 
+ADVERSARIAL_COUNTERPART = {"BPR": "APR", "VBPR": "AMR"}
+"""The ``adv`` defence: the model trained with the plugin's adversarial training (APR is BPR-MF with adversarial
+embedding perturbations, AMR is VBPR with adversarial feature perturbations)."""
+DEFENCES = ("none", "pca", "stats", "adv", "mg", "sam")
+
+
+def _defended(label, model, extra, defence):
+    """``(label, model, settings)`` of ``model`` under ``defence``."""
+    if defence == "none":
+        return label, model, extra
+    if defence in ("pca", "stats"):
+        return f"{label}+{defence}", model, {**extra, "poison_detector": defence}
+    if defence == "adv":
+        if model not in ADVERSARIAL_COUNTERPART:
+            raise RecBoleRobustError(f"--defences adv: {model} has no adversarially trained counterpart "
+                                     f"({', '.join(f'{a} -> {b}' for a, b in ADVERSARIAL_COUNTERPART.items())})")
+        counterpart = ADVERSARIAL_COUNTERPART[model]
+        return (counterpart if label == model else f"{label}+adv"), counterpart, extra
+    if defence == "mg":
+        return f"{label}+MG", model, {**extra, "mirror_gradient": True}
+    return f"{label}+SAM", model, {**extra, "sharpness": "sam"}
+
+
+def _budget_name(budget):
+    return f"{100 * budget:g}%" if isinstance(budget, float) else f"{budget}users"
+
+
+def poison_grid(variants, attacks, budgets, defences):
+    """The variants (``parse_variants``) of a poisoning grid: every model under every defence, trained on the clean
+    data (no detector: there is nothing to detect) and on the data of every attack and budget; labels
+    ``Model[+defence][@attack-budget]``. Each one measures the targets (the ``poisoning`` analysis)."""
+    from recbole_robust.data.poison import ATTACKS, count_or_share
+
+    for attack in attacks:
+        if attack not in ATTACKS:
+            raise RecBoleRobustError(f"--poisons: unknown attack {attack!r} (one of {', '.join(ATTACKS)})")
+    for budget in budgets:
+        if not count_or_share(budget):
+            raise RecBoleRobustError(f"--budgets: {budget!r} is not a count >= 1 or a share in (0, 1)")
+    for defence in defences:
+        if defence not in DEFENCES:
+            raise RecBoleRobustError(f"--defences: unknown defence {defence!r} (one of {', '.join(DEFENCES)})")
+    grid = []
+    for label, model, extra in variants:
+        analyses = [a for a in as_list(extra.get("analysis") or []) if a != "poisoning"] + ["poisoning"]
+        for defence in dict.fromkeys(defences):
+            name, defended_model, settings = _defended(label, model, {**extra, "analysis": analyses}, defence)
+            if defence not in ("pca", "stats"):
+                grid.append((name, defended_model, settings))
+            for attack in dict.fromkeys(attacks):
+                for budget in dict.fromkeys(budgets):
+                    grid.append((f"{name}@{attack}-{_budget_name(budget)}", defended_model,
+                                 {**settings, "poison": attack, "poison_users": budget}))
+    if not grid:
+        raise RecBoleRobustError("--defences pca/stats need --poisons: a detector has nothing to find in clean data")
+    return grid
+
+
 def train_and_report(variants, dataset, seeds=None, config_file_list=None, config_dict=None, preset=None,
                      out_dir=None, command=None):
     """Train every variant (``parse_variants``) once per seed (``None``: once, with the configured seed) into

@@ -26,6 +26,7 @@ from recbole_robust import resources
 from recbole_robust.config import PluginConfig, check_metrics, check_settings, read_settings_file
 from recbole_robust.data.prepare import check_dataset_exists, undo_on_error
 from recbole_robust.data.heldout import check_heldout, use_heldout_split
+from recbole_robust.data.poison import check_poison_options, use_poisoned_split
 from recbole_robust.errors import Interrupted, RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
 from recbole_robust.robustness import runs
@@ -154,9 +155,11 @@ def check_data_options(config, dataset, train_data, test_data):
 def load_data(config):
     """RecBole dataset and train/valid/test dataloaders of ``config`` (seeded as RecBole does)."""
     check_heldout(config)
+    check_poison_options(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     use_heldout_split(config, dataset)  # heldout_users: the strong-generalisation split (data/heldout.py)
+    use_poisoned_split(config, dataset)  # fake users, noisy feedback, detection (data/poison.py)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     return dataset, train_data, valid_data, test_data
 
@@ -181,7 +184,7 @@ def check_output_folders(config, resume=None):
     folders = {"checkpoint_dir": config["checkpoint_dir"], "working folder (log/)": os.getcwd(),
                "log folder": os.path.join(os.getcwd(), "log"),
                "tensorboard folder": os.path.join(os.getcwd(), "log_tensorboard")}
-    if config["plugin_build"]:
+    if config["plugin_build"] or config["poison"]:
         folders["build_dir"] = config["build_dir"]
     if resume:
         folders["--resume folder"] = os.path.dirname(os.path.abspath(resume))

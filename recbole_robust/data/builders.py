@@ -250,6 +250,27 @@ def build_ml1m(source_dir, out_dir, name):
     return _ratings(frame, name, out_dir, path)
 
 
+def build_recad(source_dir, out_dir, name, prefix):
+    """RecAD's split (gusye1234/recad ``data/<prefix>.zip``): ``<prefix>_{train,valid,test}.csv``, header
+    ``user_id,item_id,rating,timestamp``; the split is kept as it is (``<name>.train/valid/test.inter``)."""
+    parts = []
+    for split in ("train", "valid", "test"):
+        path = os.path.join(source_dir, f"{prefix}_{split}.csv")
+        if os.path.getsize(path) == 0:
+            raise RecBoleRobustError(f"{path} is empty")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        missing = [c for c in ("user_id", "item_id", "rating", "timestamp") if c not in frame.columns]
+        if missing:
+            raise RecBoleRobustError(f"{path}: no '{missing[0]}' column (header user_id,item_id,rating,timestamp)")
+        if frame.empty:
+            raise RecBoleRobustError(f"{path} holds no interactions")
+        parts.append(pd.DataFrame({UID: frame["user_id"], IID: frame["item_id"],
+                                   "rating:float": pd.to_numeric(frame["rating"], errors="raise"),
+                                   "timestamp:float": pd.to_numeric(frame["timestamp"], errors="raise")}))
+    return {"feature_path": None, "feature_rows": None, "feature_tokens": None,
+            "counts": _split_files(name, out_dir, parts)}
+
+
 BUILDERS = {
     "mmrec": build_mmrec,
     "lattice": build_lattice,
@@ -258,6 +279,7 @@ BUILDERS = {
     "filmtrust": build_filmtrust,
     "ciaodvd": build_ciaodvd,
     "ml1m": build_ml1m,
+    "recad": build_recad,
 }
 
 
@@ -272,4 +294,5 @@ def layouts(builder, options):
         "filmtrust": [["ratings.txt"]],
         "ciaodvd": [["movie-ratings.txt"]],
         "ml1m": [["ratings.dat"]],
+        "recad": [[f"{options.get('prefix')}_{split}.csv" for split in ("train", "valid", "test")]],
     }[builder]

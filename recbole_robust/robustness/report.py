@@ -124,8 +124,10 @@ def save_figure(fig, path):
     return path
 
 
-METHOD_STYLES = {"fgm": ("-", "o"), "pgd": ("-.", "^"), "sign": (":", "v"), "random": ("--", "s")}
-"""Line style and marker of each attack method: a model's curves share its colour, a method its style."""
+METHOD_STYLES = {"fgm": ("-", "o"), "pgd": ("-.", "^"), "sign": (":", "v"), "random": ("--", "s"),
+                 "average": (":", "v"), "bandwagon": ("-", "D"), "segment": ((0, (5, 1, 1, 1)), "P"), "pga": ("-.", "^")}
+"""Line style and marker of each attack method (test-time attacks and poisoning attacks): a model's curves share its
+colour, a method its style."""
 
 
 def draw_curves(ax, curves, baselines=None, log_x=False):

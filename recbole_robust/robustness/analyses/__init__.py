@@ -8,7 +8,7 @@ import pkgutil
 
 from recbole_robust.robustness.analyses.base import Analysis, Context, Result, selected
 
-ORDER = ("attack", "noise", "adjust", "promotion", "rank_change", "landscape")
+ORDER = ("attack", "poisoning", "noise", "adjust", "promotion", "rank_change", "landscape", "slices")
 """Where the report puts the analyses it knows; others follow in the order of their names."""
 
 

@@ -72,22 +72,25 @@ def _scores(model, users):
     return model.full_sort_predict(Interaction({model.USER_ID: users})).view(len(users), -1)
 
 
-def ranks(model, tensors, users, items, train_csr):
+def ranks(model, tensors, users, items, train_csr, with_scores=False):
     """1-based rank of ``items[k]`` for ``users[k]`` (paired) or, with ``items`` 2-D [n_users, T], of each
     item for its row's user, in the full ranking with the user's training items masked. A pair whose
-    item the user trained on gets NaN."""
+    item the user trained on gets NaN. ``with_scores``: also the pairs' scores (``(ranks, scores)``)."""
     device = next(model.parameters()).device
     paired = items.dim() == 1
     out = torch.empty(items.shape if not paired else (len(items),), dtype=torch.float64)
+    out_scores = torch.empty_like(out)
 
     def compute():
         for start in range(0, len(users), USER_CHUNK):
             chunk = users[start:start + USER_CHUNK]
             scores = _scores(model, chunk.to(device)).cpu().double()
-            scores[:, 0] = -np.inf
-            rows, cols = train_csr[chunk.numpy()].nonzero()
             chosen = items[start:start + USER_CHUNK]
             chosen = chosen.unsqueeze(1) if paired else chosen
+            raw = scores.gather(1, chosen)
+            out_scores[start:start + USER_CHUNK] = raw.squeeze(1) if paired else raw
+            scores[:, 0] = -np.inf
+            rows, cols = train_csr[chunk.numpy()].nonzero()
             scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -np.inf
             target = scores.gather(1, chosen)
             rank = 1 + (scores.unsqueeze(1) > target.unsqueeze(2)).sum(-1).double()
@@ -97,7 +100,7 @@ def ranks(model, tensors, users, items, train_csr):
     model.eval()
     with torch.no_grad():
         call_with(model, tensors, compute)
-    return out
+    return (out, out_scores) if with_scores else out
 
 
 def promotion_summary(target_ranks, topk):
