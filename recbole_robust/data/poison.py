@@ -44,9 +44,9 @@ dataset a ``build`` that does, in this order:
    source data is never written to.
 4. **detection** (``poison_detector``): ``pca`` (PCA-VarSelect, Mehta and Nejdl 2009, as RecAD's
    ``PCASelectUsers``: users are the variables of a PCA of the z-scored user profiles; those with the
-   smallest loadings on the first 3 components are flagged) or ``stats`` (profile statistics: profile
-   size, mean log popularity of the profile's items, after Chirita et al. 2005, and degree of similarity
-   with the 10 nearest users (DegSim); the sum of their absolute z-scores ranks the users). The
+   smallest loadings on the first 3 components are flagged) or ``stats`` (profile statistics after
+   Chirita et al. 2005: the mean log popularity of the profile's items and the degree of similarity with
+   the 10 nearest users (DegSim); the sum of their absolute z-scores ranks the users). The
    ``poison_detect_users`` highest-ranked users (default: as many as were injected, the known-budget
    evaluation RecAD uses) lose their training interactions; precision and recall against the injected
    users are recorded.
@@ -293,51 +293,79 @@ def heuristic_profiles(attack, csr, targets, n_fake, filler, selected, rng):
             for _ in range(n_fake)]
 
 
+class Surrogate:
+    """The PGA attacker's model of the victim (module docstring): item factors from a truncated SVD of the real
+    users' profiles, user factors by ridge regression on them, and ``utility(z)``: the real users' mean log-sigmoid
+    margin of each target over their K-th best item after one ALS update of the item factors on real and fake
+    (``z``, fake users x items, relaxed to [0, 1]) profiles."""
+
+    def __init__(self, csr, targets, seed):
+        self.real = torch.from_numpy(csr.toarray().astype(np.float32))
+        n_users, n_items = self.real.shape
+        self.dim = max(1, min(PGA_DIM, n_users - 1, n_items - 1))
+        with torch.random.fork_rng():  # the run's generators are left as they were (a cached run draws nothing)
+            torch.manual_seed(seed)
+            _, _, item_factors = torch.svd_lowrank(self.real, q=self.dim, niter=4)
+        ridge = torch.linalg.inv(item_factors.T @ item_factors + PGA_REG * torch.eye(self.dim))
+        self.projection = item_factors @ ridge                     # profile -> user factors
+        self.user_factors = self.real @ self.projection
+        self.gram, self.cross = self.user_factors.T @ self.user_factors, self.user_factors.T @ self.real
+        self.targets = torch.from_numpy(np.asarray(targets))
+        self.eligible = self.real[:, self.targets] == 0
+        self.eligible[0] = False
+        self.trained = self.real > 0
+        self.trained[:, 0] = True
+
+    def utility(self, z):
+        fake_factors = z @ self.projection
+        a = self.gram + fake_factors.T @ fake_factors + PGA_REG * torch.eye(self.dim)
+        scores = self.user_factors @ torch.linalg.solve(a, self.cross + fake_factors.T @ z)  # real users x items
+        with torch.no_grad():
+            masked = scores.masked_fill(self.trained, -torch.inf)
+            threshold = masked.topk(min(PGA_TOPK, scores.shape[1] - 1), dim=1).values[:, -1:]
+        margin = torch.nn.functional.logsigmoid(scores[:, self.targets] - threshold)
+        return margin[self.eligible].mean()
+
+
+def profile_matrix(profiles, n_items):
+    z = torch.zeros(len(profiles), n_items)
+    for row, items in enumerate(profiles):
+        z[row, torch.from_numpy(np.asarray(items))] = 1.0
+    return z
+
+
+def capped_simplex(y, total, iterations=50):
+    """Euclidean projection of each row of ``y`` onto ``{z in [0, 1]^n : sum(z) = total}`` (``clip(y - tau, 0, 1)``,
+    ``tau`` found by bisection; ``-inf`` entries stay 0)."""
+    finite = y.masked_fill(torch.isinf(y), 0.0)
+    low = finite.min(dim=1, keepdim=True).values - 1.0
+    high = finite.max(dim=1, keepdim=True).values
+    for _ in range(iterations):
+        tau = (low + high) / 2
+        over = (y - tau).clamp(0, 1).sum(dim=1, keepdim=True) > total
+        low, high = torch.where(over, tau, low), torch.where(over, high, tau)
+    return (y - (low + high) / 2).clamp(0, 1)
+
+
 def pga_profiles(csr, targets, n_fake, filler, steps, rng):
-    """PGA (Li et al. 2016) under a one-step ALS surrogate (module docstring); lists of item ids."""
-    real = torch.from_numpy(csr.toarray().astype(np.float32))
-    n_users, n_items = real.shape
-    dim = max(1, min(PGA_DIM, n_users - 1, n_items - 1))
-    with torch.random.fork_rng():  # the run's generators are left as they were (a cached run draws nothing)
-        torch.manual_seed(int(rng.integers(2 ** 31)))
-        _, _, item_factors = torch.svd_lowrank(real, q=dim, niter=4)
-    ridge = torch.linalg.inv(item_factors.T @ item_factors + PGA_REG * torch.eye(dim))
-    projection = item_factors @ ridge                     # profile -> user factors
-    user_factors = real @ projection
-    gram, cross = user_factors.T @ user_factors, user_factors.T @ real
-    start = heuristic_profiles("random", csr, targets, n_fake, filler, 0, rng)
-    z = torch.zeros(n_fake, n_items)
-    for row, items in enumerate(start):
-        z[row, torch.from_numpy(items)] = 1.0
-    fixed = torch.zeros(n_items, dtype=torch.bool)
-    fixed[torch.from_numpy(targets)] = True
-    fixed[0] = True
-    eligible = real[:, torch.from_numpy(targets)] == 0
-    eligible[0] = False
-    trained = real > 0
+    """PGA (Li et al. 2016) against a ``Surrogate``: lists of item ids (module docstring)."""
+    surrogate = Surrogate(csr, targets, int(rng.integers(2 ** 31)))
+    z = profile_matrix(heuristic_profiles("random", csr, targets, n_fake, filler, 0, rng), csr.shape[1])
+    target_columns = torch.from_numpy(targets)
     for _ in range(steps):
         z.requires_grad_(True)
-        fake_factors = z @ projection
-        a = gram + fake_factors.T @ fake_factors + PGA_REG * torch.eye(dim)
-        b = cross + fake_factors.T @ z
-        scores = user_factors @ torch.linalg.solve(a, b)          # real users x items
-        with torch.no_grad():
-            masked = scores.masked_fill(trained, -torch.inf)
-            masked[:, 0] = -torch.inf
-            threshold = masked.topk(min(PGA_TOPK, n_items - 1), dim=1).values[:, -1:]
-        margin = torch.nn.functional.logsigmoid(scores[:, torch.from_numpy(targets)] - threshold)
-        utility = margin[eligible].mean()
-        (grad,) = torch.autograd.grad(utility, z)
-        with torch.no_grad():
-            z = (z + 0.5 * grad / grad.abs().max().clamp_min(1e-12)).clamp(0, 1)
-            z[:, fixed] = 0.0
-    profiles = []
+        (grad,) = torch.autograd.grad(surrogate.utility(z), z)
+        with torch.no_grad():  # a step, then the projection onto the budget: the targets rated, no padding item
+            y = z + 0.5 * grad / grad.abs().max().clamp_min(1e-12)
+            y[:, target_columns] = -torch.inf
+            y[:, 0] = -torch.inf
+            z = capped_simplex(y, filler)
+            z[:, target_columns] = 1.0
+    z[:, target_columns] = -1.0  # the filler: the highest-valued other items
     order = torch.argsort(-z.detach(), dim=1, stable=True).numpy()
     popular = np.asarray(csr.sum(0)).ravel() > 0
-    for row in order:
-        keep = row[popular[row] & ~np.isin(row, targets) & (row > 0)][:filler]
-        profiles.append(np.concatenate([targets, keep]).astype(np.int64))
-    return profiles
+    return [np.concatenate([targets, row[popular[row] & ~np.isin(row, targets) & (row > 0)][:filler]]).astype(np.int64)
+            for row in order]
 
 
 def fake_ratings(attack, profiles, targets, selected_count, ratings_of, rng):
@@ -389,7 +417,8 @@ def _scores_pca(csr):
 
 
 def _scores_stats(csr):
-    """|z| of profile size + |z| of mean log item popularity + z of DegSim (similarity to the nearest users)."""
+    """|z| of the mean log popularity of a profile's items + |z| of DegSim (mean cosine similarity to the nearest
+    users). Profile size is left out: an attacker sets it to the mean (``poison_filler``'s default)."""
     x = (csr > 0).astype(np.float64).tocsr()
     size = np.asarray(x.sum(1)).ravel()
     popularity = np.log1p(np.asarray(x.sum(0)).ravel())
@@ -406,7 +435,7 @@ def _scores_stats(csr):
     def z(v):
         return (v - v.mean()) / (v.std() or 1.0)
 
-    return np.abs(z(np.log1p(size))) + np.abs(z(mean_pop)) + z(degsim)
+    return np.abs(z(mean_pop)) + np.abs(z(degsim))
 
 
 def detect(detector, csr, count):

@@ -115,7 +115,7 @@ class PoisoningAnalysis(Analysis):
                       "detector": d["detector"], "n": len(runs)}
             for key in [f"{m}@{t}" for t in topks for m in ("hit", "ndcg")] + ["target_score"]:
                 record[f"{key}_mean"], record[f"{key}_std"], _ = mean_std([r.data["summary"][key] for r in runs])
-            record[f"clean_mean"], record["clean_std"], _ = mean_std([r.data["clean"] for r in runs])
+            record["clean_mean"], record["clean_std"], _ = mean_std([r.data["clean"] for r in runs])
             base_label = before.get(d["victim"])
             record["shift_mean"] = record["shift_std"] = record["p"] = float("nan")
             if base_label is not None and base_label != label:
