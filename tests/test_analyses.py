@@ -50,7 +50,7 @@ def test_noise_and_adjustment_sweeps_give_one_curve_with_spread(fast):
 
 
 def test_every_analysis_is_one_registered_entry():
-    assert set(NAMES) == {"noise", "adjust", "landscape", "promotion", "rank_change"}
+    assert set(NAMES) == {"noise", "adjust", "landscape", "promotion", "rank_change", "poisoning", "slices"}
     assert list(ANALYSES)[0] == "attack" and ANALYSES["attack"].option == "attack"
     for analysis in ANALYSES.values():  # each declares its settings, and every setting is one of the schema's
         from recbole_robust.config import SETTINGS

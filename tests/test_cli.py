@@ -144,7 +144,7 @@ BAD_INPUTS = {
     # settings are validated (and parsed as literals, never evaluated) before anything runs
     "attack method": (lambda root: [*BPR, "--attack=bogus"], "attack must be one of fgm, sign, random"),
     "analysis name": (lambda root: [*BPR, "--analysis=bogus"],
-                      "analysis must be noise, adjust, promotion, rank_change or landscape"),
+                      "analysis must be poisoning, noise, adjust, promotion, rank_change, landscape or slices"),
     "pgd steps": (lambda root: [*BPR, "--attack=pgd", "--attack_steps=0"], "attack_steps must be an integer >= 1"),
     "pgd step size": (lambda root: [*BPR, "--attack=pgd", "--attack_step_size=-1"], "attack_step_size must be a number > 0"),
     "valid attack": (lambda root: [*BPR, "--valid_attack=bogus"], "valid_attack must be one of fgm, sign, random, pgd"),

@@ -44,6 +44,9 @@ class Column:
 
     def show(self, record):
         kind, key = self.kind, self.key
+        value = record.get(key + "_mean" if kind in ("mean_std", "percent_std") else key)
+        if isinstance(value, float) and math.isnan(value) and kind != "p":
+            return "n/a"  # e.g. a prediction shift without a clean counterpart
         if kind == "mean_std":
             return f"{record[key + '_mean']:.4f} ± {record[key + '_std']:.4f}"
         if kind == "percent_std":

@@ -102,13 +102,13 @@ class PoisoningAnalysis(Analysis):
     def section(self, report, results):
         first = next(iter(results.values()))[0].data
         topks, metric = first["topks"], first["metric"]
-        k = topks[0]
+        k = max(topks)  # the figure and the paired test: the largest K, where a promotion shows first
         before = {}
         for label, runs in results.items():
             d = runs[0].data
             if d["attack"] == "none" and d["detector"] == "none":
                 before.setdefault(d["victim"], label)
-        records, curves, colours = [], {}, {}
+        records, curves, shifts, colours = [], {}, {}, {}
         for label, runs in results.items():
             d = runs[0].data
             record = {"model": label, "victim": d["victim"], "attack": d["attack"], "share": d["share"],
@@ -120,18 +120,18 @@ class PoisoningAnalysis(Analysis):
             record["shift_mean"] = record["shift_std"] = record["p"] = float("nan")
             if base_label is not None and base_label != label:
                 base = {r.data["seed"]: r.data for r in results[base_label]}
-                shifts, a, b = [], [], []
+                changes, a, b = [], [], []
                 for r in runs:
                     if r.data["seed"] not in base:
                         continue
                     clean = base[r.data["seed"]]
-                    shifts.append(float(np.nanmean(r.data["scores"] - clean["scores"])))
+                    changes.append(float(np.nanmean(r.data["scores"] - clean["scores"])))
                     x, y = clean["per_user"][f"hit@{k}"], r.data["per_user"][f"hit@{k}"]
                     both = ~np.isnan(x) & ~np.isnan(y)
                     a.append(x[both])
                     b.append(y[both])
-                if shifts:
-                    record["shift_mean"], record["shift_std"], _ = mean_std(shifts)
+                if changes:
+                    record["shift_mean"], record["shift_std"], _ = mean_std(changes)
                     record["p"] = paired_p(np.concatenate(a), np.concatenate(b))[1]
             detected = [r.data["precision"] for r in runs if r.data["precision"] is not None]
             record["precision"] = float(np.mean(detected)) if detected else float("nan")
@@ -141,25 +141,32 @@ class PoisoningAnalysis(Analysis):
             line = (d["victim"], d["detector"], d["attack"])
             colours.setdefault((d["victim"], d["detector"]), len(colours))
             curves.setdefault(line, []).append((d["share"], record[f"hit@{k}_mean"], record[f"hit@{k}_std"], len(runs)))
-        figure_curves = []
+            shift = (0.0, 0.0) if d["attack"] == "none" else (record["shift_mean"], record["shift_std"])
+            shifts.setdefault(line, []).append((d["share"], *shift, len(runs)))
+        hit_curves, shift_curves = [], []
         for (name, detector, attack), points in curves.items():
             if attack == "none":
                 continue
-            start = curves.get((name, detector, "none")) or curves.get((name, "none", "none")) or []
+            start = (name, detector, "none") if (name, detector, "none") in curves else (name, "none", "none")
             label = name + ("" if detector == "none" else f", {detector} detector")
-            figure_curves.append({"label": f"{label}: {attack}", "points": start + points,
-                                  "colour": colours[(name, detector)], "method": attack})
+            for out, values in ((hit_curves, curves), (shift_curves, shifts)):
+                out.append({"label": f"{label}: {attack}", "points": values.get(start, []) + values[(name, detector,
+                                                                                                       attack)],
+                            "colour": colours[(name, detector)], "method": attack})
         report.heading(f"{self.heading} (hit ratio@{k} of the targets)")
         report.text(f"{next(iter(results.values()))[0].title.capitalize()} (first checkpoint). Over the pairs (real "
                     "user, target) where the user never interacted with the target; shift: mean change of the targets' "
                     "scores against the same model trained without fake users and without a detector (seed by seed); "
                     f"p: paired t-test over users of hit@{k}. Precision and recall: of the users a detector removed, "
                     "against the injected ones.")
-        if figure_curves:
-            path = sweep_figure(report.path(self.name), f"{report.dataset}: {self.heading}", [{
-                "xlabel": "fake users (share of the real users)", "ylabel": f"hit ratio@{k} of the targets",
-                "curves": figure_curves, "title": "one colour per model (and detector), one line style per attack"}])
-            report.figure(path, f"the targets' hit ratio@{k} against the fake users' share")
+        if hit_curves:
+            path = sweep_figure(report.path(self.name), f"{report.dataset}: {self.heading}", [
+                {"xlabel": "fake users (share of the real users)", "ylabel": f"hit ratio@{k} of the targets",
+                 "curves": hit_curves, "title": "one colour per model (and detector), one line style per attack"},
+                {"xlabel": "fake users (share of the real users)", "ylabel": "prediction shift of the targets",
+                 "curves": shift_curves, "title": "mean change of the targets' scores against the clean model"}])
+            report.figure(path, f"the targets' hit ratio@{k} (left) and prediction shift (right) against the fake "
+                                "users' share")
         report.table(self.name, f"{self.heading}", records, [
             Column("model", kind="str"), Column("attack", kind="str"), Column("fake users", "share", "percent"),
             Column("detector", kind="str"),
