@@ -7,11 +7,12 @@ users and the time of the whole run (train clean, attack, retrain, evaluate).
 
 * ours: RecBole's BPR and LightGCN (RecBole's defaults, ``--epochs``, one thread), ``amazon_game_recad`` (ratings
   >= 4, as RecAD's implicit victims read them);
-* RecAD: its MF and LightGCN victims through its own ``workflow`` API, ``rec_epoch = --recad_epochs``, in the
-  Python that has RecAD installed (``--recad_python``; set ``RECAD_DIR`` to a folder with ``data/game/``).
+* RecAD: its MF and LightGCN victims through its own ``workflow`` API, ``rec_epoch = --recad_epochs``, run from
+  its checkout (``--recad_dir``, holding ``data/game/``) by a Python with its requirements (``--recad_python``).
   RecAD is run, never copied.
 
-    OMP_NUM_THREADS=1 python benchmarks/poison_vs_recad.py --epochs 20 [--recad_python PY --recad_epochs 5]
+    OMP_NUM_THREADS=1 python benchmarks/poison_vs_recad.py --epochs 20 \
+        [--recad_python PY --recad_dir RECAD_CHECKOUT --recad_epochs 5] [--attacks random bandwagon]
 
 Prints one table (and ``--out`` JSON). The two sides train different victims (RecAD's MF regresses ratings with
 biases; RecBole's BPR ranks): compare each side's before/after, and the generation times.
@@ -67,10 +68,11 @@ def ours(model, attack, epochs, data):
     return row
 
 
-def recad(python, victim, attack, epochs):
+def recad(python, folder, victim, attack, epochs):
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(RECAD_DRIVER)
-    out = subprocess.run([python, f.name, victim, attack, "0", str(epochs)], capture_output=True, text=True)
+    out = subprocess.run([python, f.name, victim, attack, "0", str(epochs)], capture_output=True, text=True,
+                         cwd=folder, env={**os.environ, "RECAD_DIR": folder, "PYTHONPATH": folder})
     text = out.stdout + out.stderr
     row = {"side": "RecAD", "victim": victim, "attack": attack}
     for line in text.splitlines():
@@ -90,7 +92,8 @@ def recad(python, victim, attack, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--recad_python", help="a Python with RecAD installed (omit: our side only)")
+    parser.add_argument("--recad_python", help="a Python with RecAD's requirements (omit: our side only)")
+    parser.add_argument("--recad_dir", help="RecAD's checkout, with data/game/game_{train,valid,test}.csv")
     parser.add_argument("--recad_epochs", type=int, default=5)
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS))
     parser.add_argument("--out", help="write the rows as JSON")
@@ -106,7 +109,8 @@ def main():
             print(rows[-1], flush=True)
         if args.recad_python:
             for victim in ("mf", "lightgcn"):
-                rows.append(recad(args.recad_python, victim, attack, args.recad_epochs))
+                rows.append(recad(args.recad_python, os.path.abspath(args.recad_dir), victim, attack,
+                                  args.recad_epochs))
                 print(rows[-1], flush=True)
     from tabulate import tabulate
 

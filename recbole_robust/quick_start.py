@@ -32,7 +32,7 @@ from recbole_robust.registry import get_model, get_trainer
 from recbole_robust.robustness import runs
 from recbole_robust.trainer.checkpoint import (best_checkpoint_file, check_compatible, init_from_checkpoint,
                                                last_checkpoint_file, load_checkpoint)
-from recbole_robust.trainer.trainer import check_training_options
+from recbole_robust.trainer.trainer import check_mixed_precision, check_training_options
 from recbole_robust.utils import available_cpus, remove_stale_temporaries, writable_folder
 
 _RUN_HANDLERS = []
@@ -275,6 +275,7 @@ def validate_run(model, dataset, config_file_list=None, config_dict=None, preset
             check_compatible(path, saved, config, model, resume=path == resume)
         trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
         check_training_options(trainer_class, config, model)  # invalid adversarial / MG settings fail here
+        check_mixed_precision(config, model, train_data)  # enable_amp: refused where the model cannot
         runs.check_robustness_options(config, model)
         initialised = init_from_checkpoint(model, pretrained, config["device"]) if pretrained else None
     return config, dataset, (train_data, valid_data, test_data), model, trainer_class, initialised

@@ -255,3 +255,21 @@ def test_report_of_a_poisoning_grid(fast, tmp_path):
     assert 0 <= table["precision"][2] <= 1
     page = open(paths["md"]).read()
     assert "Poisoning: fake users promoting target items" in page and "poisoning.png" in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--poisons", "shilling"], "unknown attack 'shilling'"),
+    (["--poisons", "random", "--budgets", "1.5"], "--budgets: 1.5 is not a count"),
+    (["--poisons", "random", "--defences", "adv"], "LightGCN has no adversarially trained counterpart"),
+    (["--defences", "pca"], "a detector has nothing to find"),
+    (["--poisons", "random", "--budgets", "lots"], "'lots' is not a count or a share"),
+    (["--poisons", "random", "--set", "poison_targets=0"], "poison_targets must be"),
+])
+def test_bad_grid_options_from_the_command_line(tmp_path, monkeypatch, capsys, args, message):
+    import recbole_robust_cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["report", "--dataset=ml-100k", "--models", "LightGCN", "--seeds", "1", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert os.listdir(tmp_path) == []  # nothing written

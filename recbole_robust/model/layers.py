@@ -23,16 +23,24 @@ class _FixedGraphProduct(torch.autograd.Function):
 
     torch's own backward of a CSR product transposes the matrix on every call; a fixed graph's
     transpose is built once instead (2-3x faster per training batch on TikTok's graph).
+
+    Under mixed precision (``enable_amp``: autocast to bfloat16 on the CPU, float16 on CUDA) the product is computed
+    in the graph's float32, as ``torch.amp.custom_fwd(cast_inputs=torch.float32)`` does, on any device: sparse
+    kernels have no half-precision CPU version, and a sum over many neighbours keeps its precision. The result is
+    float32 (autocast casts it where the next operation wants half precision); the gradient goes back in ``x``'s
+    dtype.
     """
 
     @staticmethod
     def forward(ctx, adjacency, adjacency_t, x):
-        ctx.adjacency_t = adjacency_t
-        return _sparse_dense(adjacency, x)
+        ctx.adjacency_t, ctx.dtype = adjacency_t, x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return _sparse_dense(adjacency, x.to(adjacency.dtype))
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, _sparse_dense(ctx.adjacency_t, grad)
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            return None, None, _sparse_dense(ctx.adjacency_t, grad.to(ctx.adjacency_t.dtype)).to(ctx.dtype)
 
 
 def _sparse_dense(adjacency, x):
@@ -43,6 +51,13 @@ def _sparse_dense(adjacency, x):
         return torch.sparse.mm(adjacency, x)
     out = x.new_empty(adjacency.shape[0], x.shape[1])
     return torch.addmm(out, adjacency, x.contiguous(), beta=0, out=out)
+
+
+def sparse_product(adjacency, x):
+    """``torch.sparse.mm(adjacency, x)`` of a graph that is learned (its values need gradients), in the graph's
+    float32 under mixed precision too (see ``_FixedGraphProduct``)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.sparse.mm(adjacency, x.to(adjacency.dtype))
 
 
 def graph_product(adjacency, x, adjacency_t=None):

@@ -45,6 +45,8 @@ class PlayerOptimizers:
 class GANTrainer(RobustMixin, Trainer):
     """Alternating updates of a model's players (see the module docstring)."""
 
+    supports_amp = False  # its loop has no autocast or gradient scaler yet: enable_amp is refused, not ignored
+
     def __init__(self, config, model):
         super().__init__(config, model)
         self.loss_history = {}

@@ -80,7 +80,35 @@ def check_training_options(trainer_class, config, model):
             f"adversarial training, mirror_gradient and sharpness need RecBole's training loop, "
             f"which {loop.__name__} replaces"
         )
+    if config["enable_amp"] and not getattr(trainer_class, "supports_amp", True):
+        raise RecBoleRobustError(f"enable_amp (mixed precision) is not supported by {trainer_class.__name__}, which "
+                                 "replaces RecBole's training loop")
     return terms
+
+
+def check_mixed_precision(config, model, train_data):
+    """``enable_amp``: one training batch's loss and backward pass under autocast (bfloat16 on the CPU, float16 on
+    CUDA), before the run writes anything, so that a model with a layer that has no half-precision kernel on the
+    device (e.g. RecBole's LightGCN on the CPU) is refused with one line instead of failing in its first epoch. The
+    random generators and the loader's shuffling state are restored, so training goes on as without the check."""
+    if not config["enable_amp"]:
+        return
+
+    device = torch.device(config["device"])
+    state, loader_state = rng_state(), train_data.generator.get_state()
+    try:
+        batch = next(iter(train_data)).to(device)
+        with torch.autocast(device_type=device.type, enabled=True):
+            loss = model.calculate_loss(batch)
+        (sum(loss) if isinstance(loss, tuple) else loss).backward()
+    except (RuntimeError, NotImplementedError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RecBoleRobustError(f"{config['model']} cannot train with enable_amp (mixed precision) on "
+                                 f"{device.type}: {first[:200]}") from None
+    finally:
+        model.zero_grad(set_to_none=True)
+        set_rng_state(state)
+        train_data.generator.set_state(loader_state)
 
 
 class RobustMixin:

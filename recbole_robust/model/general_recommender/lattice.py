@@ -32,7 +32,7 @@ from recbole.utils import InputType
 
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
 from recbole_robust.data.graphs import csr_transpose, normalized_sum, weighted_knn
-from recbole_robust.model.layers import graph_product
+from recbole_robust.model.layers import graph_product, sparse_product
 
 
 class LATTICE(PropagatedScores, GeneralRecommender):
@@ -111,7 +111,7 @@ class LATTICE(PropagatedScores, GeneralRecommender):
         item_adj = self._item_graph() if item_adj is None else item_adj
         h = self.item_id_embedding.weight
         for _ in range(self.n_layers):
-            h = torch.sparse.mm(item_adj, h)
+            h = sparse_product(item_adj, h)
         ego = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
         layers = [ego]
         for _ in range(self.n_ui_layers):

@@ -72,7 +72,11 @@ class ModalityGCN(nn.Module):
             x_hat = F.leaky_relu(by_rows(linear, x)) + id_embedding
             if self.concat:  # [h, x_hat] G as h G_h + x_hat G_x: no concatenated copy forward and backward
                 d = h.shape[1]
-                x = F.leaky_relu(torch.addmm(combine.bias, h, combine.weight[:, :d].T).addmm_(x_hat, combine.weight[:, d:].T))
+                x = torch.addmm(combine.bias, h, combine.weight[:, :d].T)
+                # in place where the dtypes agree; under autocast x is half precision and x_hat may not be
+                x = x.addmm_(x_hat, combine.weight[:, d:].T) if x.dtype == x_hat.dtype == combine.weight.dtype \
+                    else torch.addmm(x, x_hat, combine.weight[:, d:].T)
+                x = F.leaky_relu(x)
             else:
                 x = F.leaky_relu(combine(h) + x_hat)
         return x
