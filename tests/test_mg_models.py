@@ -118,9 +118,9 @@ def test_layergcn_alternates_degree_sensitive_and_uniform_pruning(fast):
     model = trainer.model
     model.pre_epoch_processing()
     assert model.masked_adj._nnz() == 2 * int(len(model.pruning.edge_users) * 0.8)
-    assert not model._degree_sensitive  # the next epoch prunes uniformly
+    assert not model.degree_sensitive  # the next epoch prunes uniformly
     model.pre_epoch_processing()
-    assert model._degree_sensitive
+    assert model.degree_sensitive
 
 
 def test_layergcn_layers_are_refined_by_similarity_with_the_ego_embedding(fast):

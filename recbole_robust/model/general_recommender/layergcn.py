@@ -46,7 +46,9 @@ class LayerGCN(PropagatedScores, GeneralRecommender):
         self.pruning = EdgePruning(users, items, self.n_users, self.n_items, config["dropout"])
         self.register_buffer("norm_adj", dataset.norm_adjacency().to(device), persistent=False)
         self.masked_adj = None
-        self._degree_sensitive = True  # the authors' code alternates degree-sensitive and uniform pruning
+        # the authors' code alternates degree-sensitive and uniform pruning; a buffer, so that a checkpoint holds
+        # which comes next and a run resumed after an odd epoch goes on as an uninterrupted one
+        self.register_buffer("degree_sensitive", torch.tensor(True))
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         nn.init.xavier_uniform_(self.user_embedding.weight)
@@ -55,8 +57,8 @@ class LayerGCN(PropagatedScores, GeneralRecommender):
         self.perturbation_targets = {"user_embedding.weight": "row", "item_embedding.weight": "row"}
 
     def pre_epoch_processing(self):
-        self.masked_adj = self.pruning(self._degree_sensitive)
-        self._degree_sensitive = not self._degree_sensitive
+        self.masked_adj = self.pruning(bool(self.degree_sensitive))
+        self.degree_sensitive.logical_not_()
 
     def forward(self, adjacency=None):
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
