@@ -28,6 +28,9 @@ import time
 import numpy as np
 
 ATTACKS = ("random", "average", "bandwagon", "segment")
+BUILD_DIR = tempfile.mkdtemp(prefix="poison_vs_recad_build-")
+"""A fresh build cache: each attack's fake users are generated (and timed) by its first victim, read back by the
+second (``generate_s`` 0)."""
 RECAD_DRIVER = r'''
 import sys, time
 from recad import dataset, model, workflow
@@ -52,7 +55,7 @@ def ours(model, attack, epochs, data):
     from recbole_robust import run_recbole_robust
 
     common = {"data_path": data, "epochs": epochs, "eval_step": epochs, "show_progress": False, "state": "WARNING",
-              "threads": 1, "build_dir": os.path.join(tempfile.gettempdir(), "poison_vs_recad_build"),
+              "threads": 1, "build_dir": BUILD_DIR,
               "checkpoint_dir": "saved", "poison_targets": ["0"], "poison_topk": [10, 20, 50], "seed": 2023,
               "analysis": "poisoning"}
     began = time.perf_counter()
