@@ -206,7 +206,7 @@ RECBOLE_SETTINGS = {
 PIPELINE_SETTINGS = {
     "threads": (lambda v: v is None or positive_int(v), "an integer >= 1 (or ~: the CPUs available)"),
     "plugin_dataset": (lambda v: v in ("auto", True, False), "auto, True or False"),
-    "eval_memory_mb": settings.POSITIVE,
+    "eval_memory_mb": (lambda v: v is None or settings.is_number(v) and v > 0, "a number > 0 (or ~: by device)"),
     "history_items": (lambda v: v in (None, "train"), "train or ~ (RecBole's: training and validation items)"),
     "drop_cold_users": BOOL,
     "heldout_users": (lambda v: v is None or is_number(v) and 0 < v < 1, "a number in (0, 1) or ~"),

@@ -22,7 +22,9 @@ Results: ``<local_dir>/<name>/`` holds Ray's own logs and checkpoints, ``results
 import math
 import os
 import socket
+import sys
 import time
+from logging import getLogger
 from pathlib import Path
 
 import yaml
@@ -134,6 +136,15 @@ def check_cluster_resources(cpus_per_trial, gpus_per_trial):
         if wanted and wanted > available.get(key, 0):
             raise RecBoleRobustError(f"--{key.lower()}s_per_trial {wanted:g} is more than the Ray cluster's "
                                      f"{available.get(key, 0):g} {key}s: no trial could start")
+    return gpu_note(gpus_per_trial, available.get("GPU", 0))
+
+
+def gpu_note(gpus_per_trial, cluster_gpus):
+    """What to tell a user whose cluster has GPUs that the trials will not use (``gpus_per_trial`` 0), or None."""
+    if gpus_per_trial or not cluster_gpus:
+        return None
+    return (f"the Ray cluster has {cluster_gpus:g} GPU(s), but --gpus_per_trial is 0: every trial trains on the CPU "
+            "(set --gpus_per_trial, e.g. 0.5 for two trials a GPU)")
 
 
 def to_ray_space(space, search_alg):
@@ -253,7 +264,10 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
         except ConnectionError as e:
             raise RecBoleRobustError(f"--address {address}: {str(e).splitlines()[0]}") from None
     try:
-        check_cluster_resources(cpus_per_trial, gpus_per_trial)
+        note = check_cluster_resources(cpus_per_trial, gpus_per_trial)
+        if note:
+            getLogger().warning(note)
+            print(f"note: {note}", file=sys.stderr)
         trainable = ray_tune.with_resources(_trainable(base), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         path = os.path.join(local_dir, name)
         if resume:

@@ -64,3 +64,15 @@ def test_the_check_leaves_the_random_state_as_it_was(fast):
     assert torch.equal(torch_state, torch.get_rng_state()) and torch.equal(loader_state, train.generator.get_state())
     assert np.array_equal(numpy_state[1], np.random.get_state()[1])
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_device_defaults_and_notes():
+    """GPU hygiene that a CPU can check: the evaluation budget by device, and a search told it leaves GPUs idle."""
+    from recbole_robust.data.dataloader import EVAL_MEMORY_MB, eval_memory_mb
+    from recbole_robust.tune import gpu_note
+
+    assert eval_memory_mb({"eval_memory_mb": None, "device": "cpu"}) == EVAL_MEMORY_MB["cpu"] == 16
+    assert eval_memory_mb({"eval_memory_mb": None, "device": "cuda:0"}) == EVAL_MEMORY_MB["cuda"] == 1024
+    assert eval_memory_mb({"eval_memory_mb": 4, "device": "cuda"}) == 4
+    assert "every trial trains on the CPU" in gpu_note(0, 2)
+    assert gpu_note(0.5, 2) is None and gpu_note(0, 0) is None

@@ -9,8 +9,9 @@ index lists with a Python loop over the batch's users.
 evaluation, see ``registry.py``) keeps RecBole's dataloader and evaluator and changes two things:
 
 * users per batch = ``eval_memory_mb`` / (n_items x ``BYTES_PER_SCORE``): a batch's scores, the
-  history mask and the evaluator's top-k temporaries fit the budget (default 256 MB: about 2,500
-  TikTok users a batch);
+  history mask and the evaluator's top-k temporaries fit the budget (default by device,
+  ``EVAL_MEMORY_MB``: 16 MB on the CPU, about 150 TikTok users a batch, where a larger batch leaves the
+  caches; 1 GB on a GPU, where a small batch leaves it idle);
 * each user's positive and history items are stored once as CSR arrays, and a batch's index lists
   are gathered with tensor operations.
 
@@ -32,6 +33,17 @@ from recbole_robust.errors import RecBoleRobustError
 
 # float32 scores + the boolean history mask + RecBole's top-k and positive-matrix temporaries
 BYTES_PER_SCORE = 16
+
+
+EVAL_MEMORY_MB = {"cpu": 16, "cuda": 1024}
+"""``eval_memory_mb`` when it is not set, by the device's type (others: the CPU's)."""
+
+
+def eval_memory_mb(config):
+    """The evaluation batch's memory budget: ``eval_memory_mb``, else ``EVAL_MEMORY_MB`` of the run's device."""
+    if config["eval_memory_mb"] is not None:
+        return config["eval_memory_mb"]
+    return EVAL_MEMORY_MB.get(torch.device(config["device"]).type, EVAL_MEMORY_MB["cpu"])
 
 
 def users_per_batch(memory_mb, n_items):
@@ -85,7 +97,7 @@ class BudgetFullSortEvalDataLoader(FullSortEvalDataLoader):
 
     def _init_batch_size_and_step(self):
         n_items = self._dataset.item_num
-        self.step = users_per_batch(self.config["eval_memory_mb"], n_items)
+        self.step = users_per_batch(eval_memory_mb(self.config), n_items)
         self.set_batch_size(self.step * n_items)
 
     def collate_fn(self, index):

@@ -91,7 +91,7 @@ class SharpnessStep:
         with torch.enable_grad():
             self.scaler.scale(total).backward()  # the scale cancels in e: it only guards fp16 underflow
         grads = [p.grad for p in self.params if p.grad is not None]
-        if grads and all(torch.isfinite(g).all() for g in grads):
+        if grads and bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):  # one host sync a batch
             if self.method == "ssam_f":
                 self._fisher()
             self.sam.first_step(zero_grad=True)
