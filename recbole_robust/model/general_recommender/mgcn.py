@@ -1,0 +1,140 @@
+r"""
+MGCN
+################################################
+Reference:
+    Penghang Yu, Zhiyi Tan, Guanming Lu and Bing-Kun Bao. "Multi-View Graph Convolutional Network for Multimedia
+    Recommendation." in ACM MM 2023. Authors' code: github.com/demonph10/MGCN; MMRec's port (enoche/MMRec
+    ``src/models/mgcn.py``), whose defaults are used.
+
+Three views of the items, then a fusion:
+
+* **behaviour-guided purifier** (eq. 1): each modality's features ``f^m`` (trainable, initialised with the dataset's
+  features) are projected, ``W_m f^m + b_m``, and gate the item ID embeddings: ``e^m_i = e_i * sigmoid(W_g (W_m f^m_i
+  + b_m) + b_g)``;
+* **user-item view** (eq. 2): LightGCN over the training graph, the mean of ``n_ui_layers`` propagations (the
+  content embeddings ``E^id``);
+* **item-item view** (eq. 3-4): ``e^m`` propagated ``n_layers`` times over each modality's item kNN graph (``knn_k``
+  nearest items by the cosine similarity of the raw features, weighted by it, symmetrically normalised; built once,
+  as MMRec caches it), users aggregate their items through the normalised user-item block ``R`` of the training
+  graph;
+* **behaviour-aware fuser** (eq. 5-7): attention over the modalities, ``alpha = softmax(q^T tanh(W_q e^m + b_q))``,
+  gives the common part ``e^c = sum_m alpha_m e^m``; each modality's specific part ``e^m - e^c`` is gated by the
+  user-item view (``sigmoid(W_p^m E^id + b)``); the side embedding is their mean with ``e^c`` and the final
+  embedding is ``E^id + side``.
+
+Loss (eq. 8-10): BPR on the final embeddings, ``reg_weight`` x half the squared norms of the batch's final embeddings
+over the batch size (MMRec's form), and ``cl_loss`` x InfoNCE (temperature 0.2) between the side and the ID views of
+the batch's positive items and of its users.
+
+Where this port differs: any number of modalities (MMRec's code names image and text; with two modalities the
+computation is the same); the item kNN graph is built in blocks (``data.graphs.weighted_knn``), never as a dense
+n_items x n_items matrix; the user-item graph carries the MG release's degree offset 1e-7 (``data.graphs``); MMRec's
+learning-rate schedule ``[0.96, 50]`` (x0.96 every 50 epochs) is not applied (RecBole has no schedule setting;
+within the 50 epochs of the MG preset it changes the rate by at most 4%).
+"""
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_robust.data.graphs import DEGREE_OFFSET, csr_transpose, normalized_sum, sym_norm, weighted_knn
+from recbole_robust.model.cache import FullSortCache, PropagatedScores
+from recbole_robust.model.layers import LightGCNEncoder, graph_product
+
+TEMPERATURE = 0.2
+
+
+def info_nce(view1, view2, temperature=TEMPERATURE):
+    """Mean InfoNCE of paired rows of two views (the other rows of ``view2`` are the negatives)."""
+    view1, view2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+    positive = (view1 * view2).sum(-1) / temperature
+    return (torch.logsumexp(view1 @ view2.T / temperature, dim=1) - positive).mean()
+
+
+class MGCN(PropagatedScores, GeneralRecommender):
+    r"""MGCN: purified modality views over item kNN graphs, fused with the user-item view by attention."""
+
+    input_type = InputType.PAIRWISE
+    needs_item_features = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.n_ui_layers, self.n_layers = config["n_ui_layers"], config["n_layers"]
+        self.knn_k, self.reg_weight, self.cl_weight = config["knn_k"], config["reg_weight"], config["cl_loss"]
+        self.batch_size = config["train_batch_size"]
+        self.modalities = config["modalities"] or dataset.item_features.modalities
+        device = torch.device(config["device"])
+        d = self.embedding_size
+
+        self.encoder = LightGCNEncoder(dataset, self.n_ui_layers, device)
+        users, items = (t.to(device) for t in dataset.interaction_edges())
+        values = sym_norm(users, items, self.n_users, self.n_items, offset=DEGREE_OFFSET)
+        block = torch.sparse_coo_tensor(torch.stack([users, items]), values, (self.n_users, self.n_items)).coalesce()
+        self.register_buffer("user_item", block.to_sparse_csr(), persistent=False)  # R of the normalised graph
+        self.register_buffer("user_item_t", csr_transpose(self.user_item), persistent=False)
+        for m in self.modalities:  # each modality's item kNN graph, from the raw features, built once
+            features = dataset.item_features[m].to(device)
+            graph = normalized_sum([(1.0, *weighted_knn(features, self.knn_k))], self.n_items).detach()
+            self.register_buffer(f"item_graph_{m}", graph.to_sparse_csr(), persistent=False)
+            self.register_buffer(f"item_graph_t_{m}", csr_transpose(getattr(self, f"item_graph_{m}")),
+                                 persistent=False)
+
+        self.user_embedding = nn.Embedding(self.n_users, d)
+        self.item_id_embedding = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+        self.modality_embeddings = nn.ModuleDict({
+            m: nn.Embedding.from_pretrained(dataset.item_features[m].clone(), freeze=False) for m in self.modalities})
+        self.projections = nn.ModuleDict({m: nn.Linear(dataset.item_features[m].shape[1], d) for m in self.modalities})
+        self.purifiers = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
+        self.preferences = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
+        self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+        self._full_sort_cache = FullSortCache()
+        self.perturbation_targets = {
+            "user_embedding.weight": "row", "item_id_embedding.weight": "row",
+            **{f"modality_embeddings.{m}.weight": "row" for m in self.modalities}}
+
+    def modality_location(self, modality):
+        return f"modality_embeddings.{modality}.weight", slice(None)
+
+    def views(self):
+        """``(final users, final items, side [n_users + n_items, d], ID view [n_users + n_items, d])``."""
+        ids = self.item_id_embedding.weight
+        content = torch.cat(self.encoder(self.user_embedding.weight, ids))
+        modality_views = []
+        for m in self.modalities:
+            gate = self.purifiers[m](self.projections[m](self.modality_embeddings[m].weight))
+            h = ids * gate
+            for _ in range(self.n_layers):
+                h = graph_product(getattr(self, f"item_graph_{m}"), h, getattr(self, f"item_graph_t_{m}"))
+            modality_views.append(torch.cat([graph_product(self.user_item, h, self.user_item_t), h]))
+        stacked = torch.stack(modality_views)                       # [M, n, d]
+        weights = torch.softmax(self.query(stacked).squeeze(-1), dim=0)  # [M, n]: attention over the modalities
+        common = (weights.unsqueeze(-1) * stacked).sum(0)
+        side = common + sum(self.preferences[m](content) * (view - common)
+                            for m, view in zip(self.modalities, modality_views))
+        side = side / (len(self.modalities) + 1)
+        final = content + side
+        return final[:self.n_users], final[self.n_users:], side, content
+
+    def forward(self):
+        users, items, _, _ = self.views()
+        return users, items
+
+    def _bpr(self, u, pos, neg):
+        return -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
+
+    def rec_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items = self.forward()
+        return self._bpr(users[user], items[pos], items[neg])
+
+    def calculate_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items, side, content = self.views()
+        u, p, n = users[user], items[pos], items[neg]
+        regulariser = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
+        contrast = info_nce(side[self.n_users + pos], content[self.n_users + pos]) + info_nce(side[user], content[user])
+        return self._bpr(u, p, n) + self.reg_weight * regulariser + self.cl_weight * contrast
