@@ -59,7 +59,6 @@ def test_fusion_is_the_papers_with_two_modalities(fast):
     net = trainer.model.eval()
     with torch.no_grad():
         users, items, _, _ = net.views()
-        n_u = net.n_users
         ids, adj = net.item_id_embedding.weight, net.encoder.norm_adj.to_dense()
         ego = torch.cat([net.user_embedding.weight, ids])
         content = (ego + adj @ ego + adj @ adj @ ego) / 3  # two user-item layers, mean with the ego layer
