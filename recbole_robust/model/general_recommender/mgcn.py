@@ -46,10 +46,15 @@ TEMPERATURE = 0.2
 
 
 def info_nce(view1, view2, temperature=TEMPERATURE):
-    """Mean InfoNCE of paired rows of two views (the other rows of ``view2`` are the negatives)."""
-    view1, view2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    positive = (view1 * view2).sum(-1) / temperature
-    return (torch.logsumexp(view1 @ view2.T / temperature, dim=1) - positive).mean()
+    """Mean InfoNCE of paired rows of two views (the other rows of ``view2`` are the negatives).
+
+    The rows are unit vectors, so every logit lies in [-1/temperature, 1/temperature] and ``exp`` cannot overflow:
+    no max is subtracted (``logsumexp`` would add two passes over the batch x batch matrix), and the temperature
+    scales one view's rows before the product instead of the product's entries."""
+    view1 = F.normalize(view1, dim=1) / temperature
+    view2 = F.normalize(view2, dim=1)
+    positive = (view1 * view2).sum(-1)
+    return ((view1 @ view2.T).exp().sum(1).log() - positive).mean()
 
 
 class MGCN(PropagatedScores, GeneralRecommender):
