@@ -1,11 +1,13 @@
-"""Side by side with the MG authors' release on TikTok: train and validation seconds, peak RSS, accuracy.
+"""Side by side with the MG authors' release, or with MMRec, on TikTok: train and validation seconds, peak RSS, accuracy.
 
     python benchmarks/vs_reference.py --reference /scratch/mg-release --models VBPR FREEDOM MMGCN
     python benchmarks/vs_reference.py --reference /scratch/mg-release --models VBPR --accuracy --seeds 999 1 2
     python benchmarks/vs_reference.py --models VBPR FREEDOM          # our side only
 
 ``--reference`` is a folder prepared by ``../shared/tools/mg-release-setup.sh`` (its ``src/`` and
-``venv/``); it is never vendored and no test needs it. Each model is run alternately by the release
+``venv/``), or an MMRec folder prepared by ``benchmarks/mmrec_setup.py`` (its ``src/`` and the ``python`` file
+naming its interpreter; MMRec has no Mirror Gradient, so it runs with ``--mg off``: ours with MG off); it is never
+vendored and no test needs it. Each model is run alternately by the release
 (``main.py -m <Model> -d tiktok``, MG on unless ``--mg off``) and by the plugin (``--preset=mg``), as
 subprocesses with the same thread count, on the same data. Both log RecBole-style lines
 ``epoch N training [time: Xs ...]`` and ``epoch N evaluating [time: Ys ...]``, which are parsed; the
@@ -78,17 +80,24 @@ class Release:
     def __init__(self, folder):
         self.folder = Path(folder).resolve()
         self.src, self.python = self.folder / "src", self.folder / "venv" / "bin" / "python"
+        self.kind = "release" if (self.src / "configs" / "mg.yaml").is_file() else "mmrec"
+        if (self.folder / "python").is_file():  # benchmarks/mmrec_setup.py names the interpreter
+            self.python = Path((self.folder / "python").read_text().strip())
         self.overall = self.src / "configs" / "overall.yaml"
         if not self.python.is_file() or not self.overall.is_file():
-            raise SystemExit(f"{folder} is not a release folder prepared by mg-release-setup.sh (src/, venv/)")
+            raise SystemExit(f"{folder} is not a folder prepared by mg-release-setup.sh (src/, venv/) or "
+                             "benchmarks/mmrec_setup.py (src/, python)")
 
     def __call__(self, model, epochs, seed, mg, threads, timeout):
+        if self.kind == "mmrec" and mg:
+            raise SystemExit("MMRec has no Mirror Gradient: run it with --mg off")
         original = self.overall.read_text()
         settings = re.sub(r"(?m)^epochs: .*$", f"epochs: {epochs}", original)
         settings = re.sub(r"(?m)^seed: .*$", f"seed: [{seed}]", settings)
         self.overall.write_text(settings)
         try:
-            command = [str(self.python), "main.py", "-m", RELEASE_NAMES.get(model, model), "-d", "tiktok"] + ([] if mg else ["--not_mg"])
+            command = [str(self.python), "main.py", "-m", RELEASE_NAMES.get(model, model), "-d", "tiktok"] + (
+                [] if mg or self.kind == "mmrec" else ["--not_mg"])
             text, seconds, rss = run(command, self.src, threads, timeout)
         finally:
             self.overall.write_text(original)
@@ -115,6 +124,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=6, help="epochs of a timing run (the first is left out)")
     parser.add_argument("--mg", choices=["on", "off", "both"], default="both")
     parser.add_argument("--accuracy", action="store_true", help="also train to early stopping per seed")
+    parser.add_argument("--accuracy_epochs", type=int, default=1000,
+                        help="epoch cap of an accuracy run (default: the release's 1000; early stopping ends it)")
     parser.add_argument("--no_timing", action="store_true", help="skip the timing runs (with --accuracy)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[999, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
@@ -152,14 +163,16 @@ def main():
             for side, runner in sides:
                 results = []
                 for seed in args.seeds:
-                    *_, metrics = runner(model, 1000, seed, True, args.threads, args.timeout)
+                    *_, metrics = runner(model, args.accuracy_epochs, seed, mg_settings[0], args.threads,
+                                         args.timeout)
                     results.append(metrics())
                     print(f"{model} {side} seed {seed}: " + ", ".join(f"{m} {results[-1][m]:.4f}" for m in METRICS),
                           flush=True)
                 rows.append([model, side] + [
                     f"{statistics.mean(r[m] for r in results):.4f} ± "
                     f"{statistics.stdev(r[m] for r in results) if len(results) > 1 else 0:.4f}" for m in METRICS])
-        print(f"\nTest metrics on tiktok, MG on, trained to early stopping, seeds {args.seeds}")
+        print(f"\nTest metrics on tiktok, MG {'on' if mg_settings[0] else 'off'}, trained to early stopping (at most "
+              f"{args.accuracy_epochs} epochs), seeds {args.seeds}")
         print(tabulate(rows, headers=["model", "side", *METRICS], tablefmt="github"))
 
 

@@ -1,0 +1,80 @@
+"""Prepare a scratch copy of MMRec (github:enoche/MMRec) to run side by side with recbole-robust on TikTok, on CPU.
+
+    python benchmarks/mmrec_setup.py <MMRec git dir (from the search tool's fetch)> <scratch dir> [--python PY]
+    python benchmarks/vs_reference.py --reference <scratch dir> --models MGCN ItemKNNCBF --mg off
+
+As ``../shared/tools/mg-release-setup.sh`` does for the MG release: nothing of MMRec enters the repository. It
+extracts ``src/`` from the git directory, builds ``data/tiktok`` from ``../shared/datasets/tiktok`` (CRLF removed,
+float16 -> float32, audio as MMRec's 'text'), and makes the compatibility fixes today's CPU stack needs: the unused
+``lmdb`` import, ``np.float``, ``torch_scatter.scatter_add`` (-> ``Tensor.index_add_``), ``.cuda()`` calls in the
+models (-> the model's device), ``use_gpu: False``; each model's grid is cut to its first value, and the dataset
+config of ``baby`` is reused for ``tiktok``. ``--python`` names the interpreter that has torch, numpy, scipy, pandas,
+pyyaml and matplotlib (default: this one); it is written to ``<scratch>/python`` for ``vs_reference.py``.
+"""
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiktok"
+SCATTER = ("    from torch_scatter import scatter_add\n    row, col = edge_index[0], edge_index[1]\n"
+           "    deg = scatter_add(edge_weight, row, dim=0, dim_size=num_nodes)")
+INDEX_ADD = ("    row, col = edge_index[0], edge_index[1]\n"
+             "    deg = torch.zeros(num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)"
+             ".index_add_(0, row, edge_weight)")
+
+
+def edit(path, change):
+    text = Path(path).read_text()
+    Path(path).write_text(change(text))
+
+
+def first_values(text):
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^(\w+):\s*\[(.*)\]\s*$", line)
+        if m and m.group(1) not in ("hyper_parameters", "weight_size", "mlp_hidden_size", "learning_rate_scheduler"):
+            line = f"{m.group(1)}: [{m.group(2).split(',')[0].strip()}]"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("git_dir")
+    parser.add_argument("out")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", f"--git-dir={args.git_dir}", "archive", "HEAD", "src"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    data = out / "data" / "tiktok"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "tiktok.inter").write_bytes((SHARED / "tiktok.inter").read_bytes().replace(b"\r", b""))
+    np.save(data / "image_feat.npy", np.load(SHARED / "image_feat.npy").astype(np.float32))
+    np.save(data / "text_feat.npy", np.load(SHARED / "audio_feat.npy").astype(np.float32))
+    src = out / "src"
+    edit(src / "utils" / "dataset.py", lambda s: re.sub(r"from utils\.data_utils import \([^)]*\)\n", "", s)
+         .replace("import lmdb\n", ""))
+    edit(src / "utils" / "metrics.py", lambda s: re.sub(r"np\.float\b", "float", s))
+    edit(src / "utils" / "utils.py", lambda s: s.replace(SCATTER, INDEX_ADD))
+    for path in glob.glob(str(src / "models" / "*.py")):
+        edit(path, lambda s: s.replace(".cuda()", ".to(self.device)"))
+    edit(src / "configs" / "overall.yaml", lambda s: s.replace("use_gpu: True", "use_gpu: False"))
+    for path in glob.glob(str(src / "configs" / "model" / "*.yaml")):
+        edit(path, first_values)
+    baby = (src / "configs" / "dataset" / "baby.yaml").read_text()
+    (src / "configs" / "dataset" / "tiktok.yaml").write_text(baby.replace("baby.inter", "tiktok.inter"))
+    (out / "python").write_text(os.path.abspath(args.python) + "\n")
+    print(f"ready: cd {src} && {args.python} main.py -m MGCN -d tiktok")
+
+
+if __name__ == "__main__":
+    main()
