@@ -130,6 +130,22 @@ def weighted_knn(features, k, block_size=2048):
     return torch.stack([rows, cols]), values
 
 
+def user_item_block(users, items, n_users, n_items):
+    """The user-item block R of the normalised training graph D^-1/2 [[0, R], [R^T, 0]] D^-1/2 as a CSR
+    [n_users, n_items] (MGCN's and SMORE's ``R``: users aggregate their items with the graph's weights)."""
+    values = sym_norm(users, items, n_users, n_items, offset=DEGREE_OFFSET)
+    block = torch.sparse_coo_tensor(torch.stack([users, items]), values, (n_users, n_items))
+    return block.coalesce().to_sparse_csr()
+
+
+def similarity_knn_graph(features, k):
+    """MMRec's ``build_knn_normalized_graph(build_sim(features), k, norm_type='sym')`` (MGCN, SMORE): each row's
+    ``k`` most cosine-similar rows (itself included) weighted by the similarity, then D^-1/2 S D^-1/2 with D the
+    row sums; a constant CSR [n, n], built in blocks."""
+    with torch.no_grad():
+        return normalized_sum([(1.0, *weighted_knn(features, k))], features.shape[0]).to_sparse_csr()
+
+
 def normalized_sum(graphs, n):
     """sum_g w_g S_g of weighted graphs ``[(weight, indices, values)]``, then D^-1/2 (.) D^-1/2 with D the row
     sums (LATTICE's ``compute_normalized_laplacian``), as one sparse COO matrix whose values keep their gradient."""

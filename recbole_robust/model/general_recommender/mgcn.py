@@ -38,7 +38,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_robust.data.graphs import DEGREE_OFFSET, csr_transpose, normalized_sum, sym_norm, weighted_knn
+from recbole_robust.data.graphs import csr_transpose, similarity_knn_graph, user_item_block
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
 from recbole_robust.model.layers import LightGCNEncoder, graph_product
 
@@ -57,7 +57,33 @@ def info_nce(view1, view2, temperature=TEMPERATURE):
     return ((view1 @ view2.T).exp().sum(1).log() - positive).mean()
 
 
-class MGCN(PropagatedScores, GeneralRecommender):
+class SideViewLoss:
+    """MGCN's and SMORE's scoring and loss, for a model whose ``views()`` returns (final users, final items, side
+    view, ID view): BPR, ``reg_weight`` x half the squared norms of the batch's final embeddings / batch size (MMRec's
+    form), ``cl_weight`` x InfoNCE between the side and ID views of the batch's positive items and of its users."""
+
+    def forward(self):
+        users, items, _, _ = self.views()
+        return users, items
+
+    def _bpr(self, u, pos, neg):
+        return -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
+
+    def rec_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items = self.forward()
+        return self._bpr(users[user], items[pos], items[neg])
+
+    def calculate_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items, side, content = self.views()
+        u, p, n = users[user], items[pos], items[neg]
+        regulariser = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
+        contrast = info_nce(side[self.n_users + pos], content[self.n_users + pos]) + info_nce(side[user], content[user])
+        return self._bpr(u, p, n) + self.reg_weight * regulariser + self.cl_weight * contrast
+
+
+class MGCN(SideViewLoss, PropagatedScores, GeneralRecommender):
     r"""MGCN: purified modality views over item kNN graphs, fused with the user-item view by attention."""
 
     input_type = InputType.PAIRWISE
@@ -75,16 +101,13 @@ class MGCN(PropagatedScores, GeneralRecommender):
 
         self.encoder = LightGCNEncoder(dataset, self.n_ui_layers, device)
         users, items = (t.to(device) for t in dataset.interaction_edges())
-        values = sym_norm(users, items, self.n_users, self.n_items, offset=DEGREE_OFFSET)
-        block = torch.sparse_coo_tensor(torch.stack([users, items]), values, (self.n_users, self.n_items)).coalesce()
-        self.register_buffer("user_item", block.to_sparse_csr(), persistent=False)  # R of the normalised graph
-        self.register_buffer("user_item_t", csr_transpose(self.user_item), persistent=False)
+        block = user_item_block(users, items, self.n_users, self.n_items)  # R of the normalised graph
+        self.register_buffer("user_item", block, persistent=False)
+        self.register_buffer("user_item_t", csr_transpose(block), persistent=False)
         for m in self.modalities:  # each modality's item kNN graph, from the raw features, built once
-            features = dataset.item_features[m].to(device)
-            graph = normalized_sum([(1.0, *weighted_knn(features, self.knn_k))], self.n_items).detach()
-            self.register_buffer(f"item_graph_{m}", graph.to_sparse_csr(), persistent=False)
-            self.register_buffer(f"item_graph_t_{m}", csr_transpose(getattr(self, f"item_graph_{m}")),
-                                 persistent=False)
+            graph = similarity_knn_graph(dataset.item_features[m].to(device), self.knn_k)
+            self.register_buffer(f"item_graph_{m}", graph, persistent=False)
+            self.register_buffer(f"item_graph_t_{m}", csr_transpose(graph), persistent=False)
 
         self.user_embedding = nn.Embedding(self.n_users, d)
         self.item_id_embedding = nn.Embedding(self.n_items, d)
@@ -123,23 +146,3 @@ class MGCN(PropagatedScores, GeneralRecommender):
         side = side / (len(self.modalities) + 1)
         final = content + side
         return final[:self.n_users], final[self.n_users:], side, content
-
-    def forward(self):
-        users, items, _, _ = self.views()
-        return users, items
-
-    def _bpr(self, u, pos, neg):
-        return -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
-
-    def rec_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        users, items = self.forward()
-        return self._bpr(users[user], items[pos], items[neg])
-
-    def calculate_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        users, items, side, content = self.views()
-        u, p, n = users[user], items[pos], items[neg]
-        regulariser = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
-        contrast = info_nce(side[self.n_users + pos], content[self.n_users + pos]) + info_nce(side[user], content[user])
-        return self._bpr(u, p, n) + self.reg_weight * regulariser + self.cl_weight * contrast
