@@ -1,4 +1,5 @@
-"""The MG paper's other models (BM3, DRAGON, DualGNN, LATTICE, LayerGCN, SelfCF, SLMRec): training, scoring, graphs."""
+"""The MG paper's other models (BM3, DRAGON, DualGNN, LATTICE, LayerGCN, SelfCF, SLMRec) and MMRec's newer ones
+(MGCN, LGMRec, PGL, SMORE; their own tests are in test_mmrec_models.py): training, scoring, graphs."""
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,12 @@ SMALL = {
     "LayerGCN": {"embedding_size": 16, "n_layers": 2},
     "SelfCF": {"embedding_size": 16},
     "SLMRec": {"embedding_size": 16},
+    "MGCN": {"embedding_size": 16, "cl_loss": 0.01},
+    "LGMRec": {"embedding_size": 16, "feat_embed_dim": 16},
+    "PGL": {"embedding_size": 16, "feat_embed_dim": 16, "reg_weight": 0.1},
+    "SMORE": {"embedding_size": 16, "dropout_rate": 0.1},
 }
+MODELS = list(SMALL)
 
 
 def trainer_of(fast, model, dataset="ml-100k", **config):
@@ -29,7 +35,7 @@ def trainer_of(fast, model, dataset="ml-100k", **config):
     return trainer, train_data, valid_data, test_data
 
 
-@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF", "SLMRec"])
+@pytest.mark.parametrize("model", MODELS)
 def test_model_loss_falls_and_full_sort_equals_predict(fast, model):
     trainer, train_data, valid_data, test_data = trainer_of(fast, model, "tiktok", epochs=4, learning_rate=0.01)
     trainer.fit(train_data, valid_data)
@@ -45,7 +51,7 @@ def test_model_loss_falls_and_full_sort_equals_predict(fast, model):
     assert torch.allclose(full[:, 1:], pointwise, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["BM3", "DRAGON", "DualGNN", "LATTICE", "LayerGCN", "SelfCF", "SLMRec"])
+@pytest.mark.parametrize("model", MODELS)
 def test_model_beats_pop(fast, model):
     """On the small TikTok-like data, whose users follow item clusters (conftest.py)."""
     config = {**fast, **SMALL[model], "epochs": 10, "learning_rate": 0.01}

@@ -43,6 +43,24 @@ class PropagatedScores:
         return (users[interaction[self.USER_ID]] @ items.T).view(-1)
 
 
+class BPRPropagation(PropagatedScores):
+    """``PropagatedScores`` whose training loss starts from BPR on the propagated embeddings: ``bpr(u, pos, neg)``,
+    and ``rec_loss`` (the loss an adversary perturbs: BPR alone) over ``training_propagation()`` (default: the
+    whole graph's; PGL's: its principal subgraph's). Used by the MMRec models (MGCN, LGMRec, PGL, SMORE)."""
+
+    def training_propagation(self):
+        return self.propagate()
+
+    @staticmethod
+    def bpr(u, pos, neg):
+        return -torch.nn.functional.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
+
+    def rec_loss(self, interaction):
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items = self.training_propagation()
+        return self.bpr(users[user], items[pos], items[neg])
+
+
 def distinct_user_scores(user, item, score_users):
     """``predict`` of a model that scores all items of a user at once (an auto-encoder): RecBole's
     sampled-negative protocols send one row per (user, item) pair, ~100-1000 per user, so each distinct

@@ -31,7 +31,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_robust.data.graphs import csr_transpose
-from recbole_robust.model.cache import FullSortCache, PropagatedScores
+from recbole_robust.model.cache import BPRPropagation, FullSortCache
 from recbole_robust.model.layers import LightGCNEncoder, graph_product
 
 TAU = 0.2
@@ -43,7 +43,7 @@ def contrast(view1, view2, candidates, tau=TAU):
     return ((a @ c.T).exp().sum(1).log() - (a * b).sum(1)).sum()  # unit rows: logits within 1/tau, no overflow
 
 
-class LGMRec(PropagatedScores, GeneralRecommender):
+class LGMRec(BPRPropagation, GeneralRecommender):
     r"""LGMRec: collaborative + modality graph embeddings (local) and hypergraph embeddings (global)."""
 
     input_type = InputType.PAIRWISE
@@ -116,19 +116,11 @@ class LGMRec(PropagatedScores, GeneralRecommender):
         users, items, _ = self.views()
         return users, items
 
-    def _bpr(self, u, pos, neg):
-        return -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
-
-    def rec_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        users, items = self.forward()
-        return self._bpr(users[user], items[pos], items[neg])
-
     def calculate_loss(self, interaction):
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         users, items, hyper = self.views()
         u, p, n = users[user], items[pos], items[neg]
-        loss = self._bpr(u, p, n) + self.reg_weight * (u.norm() + p.norm() + n.norm()) / len(n)
+        loss = self.bpr(u, p, n) + self.reg_weight * (u.norm() + p.norm() + n.norm()) / len(n)
         if len(hyper) > 1:
             pairs = zip(hyper, hyper[1:] + hyper[:1]) if len(hyper) > 2 else [(hyper[0], hyper[1])]
             loss = loss + self.cl_weight * sum(contrast(a_u[user], b_u[user], b_u) + contrast(a_i[pos], b_i[pos], b_i)

@@ -39,7 +39,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_robust.data.graphs import csr_transpose, similarity_knn_graph, user_item_block
-from recbole_robust.model.cache import FullSortCache, PropagatedScores
+from recbole_robust.model.cache import BPRPropagation, FullSortCache
 from recbole_robust.model.layers import LightGCNEncoder, graph_product
 
 TEMPERATURE = 0.2
@@ -57,22 +57,36 @@ def info_nce(view1, view2, temperature=TEMPERATURE):
     return ((view1 @ view2.T).exp().sum(1).log() - positive).mean()
 
 
-class SideViewLoss:
-    """MGCN's and SMORE's scoring and loss, for a model whose ``views()`` returns (final users, final items, side
-    view, ID view): BPR, ``reg_weight`` x half the squared norms of the batch's final embeddings / batch size (MMRec's
-    form), ``cl_weight`` x InfoNCE between the side and ID views of the batch's positive items and of its users."""
+class SideViewLoss(BPRPropagation):
+    """MGCN's and SMORE's ID and side views and loss, for a model whose ``views()`` returns (final users, final
+    items, side view, ID view): ``setup_views`` makes what both share (the user-item block R, the ID embeddings,
+    the trainable modality features and their projections); the loss is BPR, ``reg_weight`` x half the squared norms
+    of the batch's final embeddings / batch size (MMRec's form), and ``cl_weight`` x InfoNCE between the side and ID
+    views of the batch's positive items and of its users."""
+
+    def setup_views(self, dataset, d, device):
+        users, items = (t.to(device) for t in dataset.interaction_edges())
+        block = user_item_block(users, items, self.n_users, self.n_items)  # R of the normalised graph
+        self.register_buffer("user_item", block, persistent=False)
+        self.register_buffer("user_item_t", csr_transpose(block), persistent=False)
+        self.user_embedding = nn.Embedding(self.n_users, d)
+        self.item_id_embedding = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+        self.modality_embeddings = nn.ModuleDict({
+            m: nn.Embedding.from_pretrained(dataset.item_features[m].clone(), freeze=False) for m in self.modalities})
+        self.projections = nn.ModuleDict({m: nn.Linear(dataset.item_features[m].shape[1], d) for m in self.modalities})
+        self._full_sort_cache = FullSortCache()
+        self.perturbation_targets = {
+            "user_embedding.weight": "row", "item_id_embedding.weight": "row",
+            **{f"modality_embeddings.{m}.weight": "row" for m in self.modalities}}
+
+    def modality_location(self, modality):
+        return f"modality_embeddings.{modality}.weight", slice(None)
 
     def forward(self):
         users, items, _, _ = self.views()
         return users, items
-
-    def _bpr(self, u, pos, neg):
-        return -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
-
-    def rec_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        users, items = self.forward()
-        return self._bpr(users[user], items[pos], items[neg])
 
     def calculate_loss(self, interaction):
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
@@ -80,10 +94,10 @@ class SideViewLoss:
         u, p, n = users[user], items[pos], items[neg]
         regulariser = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
         contrast = info_nce(side[self.n_users + pos], content[self.n_users + pos]) + info_nce(side[user], content[user])
-        return self._bpr(u, p, n) + self.reg_weight * regulariser + self.cl_weight * contrast
+        return self.bpr(u, p, n) + self.reg_weight * regulariser + self.cl_weight * contrast
 
 
-class MGCN(SideViewLoss, PropagatedScores, GeneralRecommender):
+class MGCN(SideViewLoss, GeneralRecommender):
     r"""MGCN: purified modality views over item kNN graphs, fused with the user-item view by attention."""
 
     input_type = InputType.PAIRWISE
@@ -100,32 +114,15 @@ class MGCN(SideViewLoss, PropagatedScores, GeneralRecommender):
         d = self.embedding_size
 
         self.encoder = LightGCNEncoder(dataset, self.n_ui_layers, device)
-        users, items = (t.to(device) for t in dataset.interaction_edges())
-        block = user_item_block(users, items, self.n_users, self.n_items)  # R of the normalised graph
-        self.register_buffer("user_item", block, persistent=False)
-        self.register_buffer("user_item_t", csr_transpose(block), persistent=False)
+        self.setup_views(dataset, d, device)
         for m in self.modalities:  # each modality's item kNN graph, from the raw features, built once
             graph = similarity_knn_graph(dataset.item_features[m].to(device), self.knn_k)
             self.register_buffer(f"item_graph_{m}", graph, persistent=False)
             self.register_buffer(f"item_graph_t_{m}", csr_transpose(graph), persistent=False)
 
-        self.user_embedding = nn.Embedding(self.n_users, d)
-        self.item_id_embedding = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
-        self.modality_embeddings = nn.ModuleDict({
-            m: nn.Embedding.from_pretrained(dataset.item_features[m].clone(), freeze=False) for m in self.modalities})
-        self.projections = nn.ModuleDict({m: nn.Linear(dataset.item_features[m].shape[1], d) for m in self.modalities})
         self.purifiers = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
         self.preferences = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
         self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
-        self._full_sort_cache = FullSortCache()
-        self.perturbation_targets = {
-            "user_embedding.weight": "row", "item_id_embedding.weight": "row",
-            **{f"modality_embeddings.{m}.weight": "row" for m in self.modalities}}
-
-    def modality_location(self, modality):
-        return f"modality_embeddings.{modality}.weight", slice(None)
 
     def views(self):
         """``(final users, final items, side [n_users + n_items, d], ID view [n_users + n_items, d])``."""

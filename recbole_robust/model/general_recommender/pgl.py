@@ -30,14 +30,14 @@ from torch import nn
 
 from recbole_robust.data.graphs import csr_transpose, mixed_knn_graph, modality_weights
 from recbole_robust.errors import RecBoleRobustError
-from recbole_robust.model.cache import FullSortCache, PropagatedScores
+from recbole_robust.model.cache import BPRPropagation, FullSortCache
 from recbole_robust.model.general_recommender.mgcn import info_nce
 from recbole_robust.model.layers import EdgePruning, LightGCNEncoder, graph_product
 
 KEEP = 0.3  # MMRec's share of the edges in a principal subgraph
 
 
-class PGL(PropagatedScores, GeneralRecommender):
+class PGL(BPRPropagation, GeneralRecommender):
     r"""PGL: LightGCN over degree-sensitive principal subgraphs, per-modality blocks, an item kNN graph."""
 
     input_type = InputType.PAIRWISE
@@ -95,22 +95,14 @@ class PGL(PropagatedScores, GeneralRecommender):
     def propagate(self):
         return self.forward()  # evaluation: the whole graph
 
-    def _training(self):
+    def training_propagation(self):
         return self.forward(self.principal)  # None before the first epoch's sampling: the whole graph
-
-    def _bpr(self, u, pos, neg):
-        return -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
-
-    def rec_loss(self, interaction):
-        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        users, items = self._training()
-        return self._bpr(users[user], items[pos], items[neg])
 
     def calculate_loss(self, interaction):
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        users, items = self._training()
+        users, items = self.training_propagation()
         u, p = users[user], items[pos]
-        loss = self._bpr(u, p, items[neg])
+        loss = self.bpr(u, p, items[neg])
         if self.reg_weight:
             drop = self.view_dropout
             loss = loss + self.reg_weight * (info_nce(drop(u), drop(u)) + info_nce(drop(p), drop(p))) / 2

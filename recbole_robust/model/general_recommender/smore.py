@@ -34,8 +34,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_robust.data.graphs import csr_transpose, similarity_knn_graph, user_item_block
-from recbole_robust.model.cache import FullSortCache, PropagatedScores
+from recbole_robust.data.graphs import csr_transpose, similarity_knn_graph
 from recbole_robust.model.general_recommender.mgcn import SideViewLoss
 from recbole_robust.model.layers import LightGCNEncoder, graph_product
 
@@ -54,7 +53,7 @@ def max_pool(graphs):
     return torch.sparse_coo_tensor(torch.stack([keys // n, keys % n]), pooled, coo[0].shape).coalesce().to_sparse_csr()
 
 
-class SMORE(SideViewLoss, PropagatedScores, GeneralRecommender):
+class SMORE(SideViewLoss, GeneralRecommender):
     r"""SMORE: spectrally denoised and fused modality views over item kNN graphs, MGCN-style gating and fusion."""
 
     input_type = InputType.PAIRWISE
@@ -70,36 +69,19 @@ class SMORE(SideViewLoss, PropagatedScores, GeneralRecommender):
         device = torch.device(config["device"])
 
         self.encoder = LightGCNEncoder(dataset, config["n_ui_layers"], device)
-        users, items = (t.to(device) for t in dataset.interaction_edges())
-        block = user_item_block(users, items, self.n_users, self.n_items)
-        self.register_buffer("user_item", block, persistent=False)
-        self.register_buffer("user_item_t", csr_transpose(block), persistent=False)
+        self.setup_views(dataset, d, device)
         graphs = {m: similarity_knn_graph(dataset.item_features[m].to(device), config["knn_k"]) for m in self.modalities}
         graphs[FUSION] = max_pool(list(graphs.values()))
         for part, graph in graphs.items():
             self.register_buffer(f"item_graph_{part}", graph, persistent=False)
             self.register_buffer(f"item_graph_t_{part}", csr_transpose(graph), persistent=False)
 
-        self.user_embedding = nn.Embedding(self.n_users, d)
-        self.item_id_embedding = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
-        self.modality_embeddings = nn.ModuleDict({
-            m: nn.Embedding.from_pretrained(dataset.item_features[m].clone(), freeze=False) for m in self.modalities})
-        self.projections = nn.ModuleDict({m: nn.Linear(dataset.item_features[m].shape[1], d) for m in self.modalities})
         self.filters = nn.ParameterDict({p: nn.Parameter(torch.randn(1, d // 2 + 1, 2)) for p in self.parts})
         self.purifiers = nn.ModuleDict({p: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for p in self.parts})
         self.preferences = nn.ModuleDict({p: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for p in self.parts})
         self.queries = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d, bias=False))
                                       for m in self.modalities})
         self.gate_dropout = nn.Dropout(config["dropout_rate"])
-        self._full_sort_cache = FullSortCache()
-        self.perturbation_targets = {
-            "user_embedding.weight": "row", "item_id_embedding.weight": "row",
-            **{f"modality_embeddings.{m}.weight": "row" for m in self.modalities}}
-
-    def modality_location(self, modality):
-        return f"modality_embeddings.{modality}.weight", slice(None)
 
     def spectra(self):
         """``{part: filtered representation [n_items, d]}`` of every modality and of their fusion."""

@@ -1,0 +1,165 @@
+"""MMRec's newer models (MGCN, LGMRec, PGL, SMORE): their graphs and forward passes against dense formulas and
+MMRec's code written out (training, scoring and beating Pop: test_mg_models.py)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_robust.errors import RecBoleRobustError
+from recbole_robust.model.general_recommender.smore import max_pool
+from recbole_robust.quick_start import build_model, load_data, make_config, validate_run
+from recbole_robust.registry import get_trainer
+from test_mg_models import SMALL
+
+
+def trainer_of(fast, model, **config):
+    """The model under the MG preset (MMRec's defaults) with the small sizes of test_mg_models, and its training data."""
+    config = make_config(model, "tiktok", preset="mg", config_dict={**fast, **SMALL[model], **config})
+    _, train_data, _, _ = load_data(config)
+    return get_trainer(config["MODEL_TYPE"], model)(config, build_model(config, train_data)), train_data
+
+
+def test_mgcn_graphs_equal_the_dense_formulas(fast):
+    trainer, train_data = trainer_of(fast, "MGCN")
+    net, data = trainer.model, train_data.dataset
+    # each modality's item graph: the k most cosine-similar items (itself included), weighted by the similarity,
+    # then D^-1/2 S D^-1/2 with D the row sums (MMRec's build_knn_normalized_graph, norm_type sym)
+    features = data.item_features["image"].double()
+    normed = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    similarity = normed @ normed.T
+    top = similarity.topk(net.knn_k, dim=1)
+    s = torch.zeros_like(similarity).scatter_(1, top.indices, top.values)
+    d = s.sum(1).pow(-0.5)
+    d[torch.isinf(d)] = 0
+    expected = d[:, None] * s * d[None, :]
+    assert torch.allclose(net.item_graph_image.to_dense().double(), expected, atol=1e-5)
+    assert torch.equal(net.item_graph_t_image.to_dense(), net.item_graph_image.to_dense().T)
+    # R: the user-item block of D^-1/2 A D^-1/2 (the MG release's degree offset 1e-7 aside)
+    r = torch.from_numpy(data.inter_matrix(form="csr").toarray()).double()
+    du, di = r.sum(1).pow(-0.5), r.sum(0).pow(-0.5)
+    du[torch.isinf(du)], di[torch.isinf(di)] = 0, 0
+    assert torch.allclose(net.user_item.to_dense().double(), du[:, None] * r * di[None, :], atol=1e-5)
+
+
+def test_mgcn_fusion_is_the_papers_with_two_modalities(fast):
+    """MMRec's forward for image and text, written out with dense matrices, gives the same embeddings."""
+    trainer, _ = trainer_of(fast, "MGCN")
+    net = trainer.model.eval()
+    with torch.no_grad():
+        users, items, _, _ = net.views()
+        ids, adj = net.item_id_embedding.weight, net.encoder.norm_adj.to_dense()
+        ego = torch.cat([net.user_embedding.weight, ids])
+        content = (ego + adj @ ego + adj @ adj @ ego) / 3  # two user-item layers, mean with the ego layer
+        views = []
+        for m in ("image", "audio"):
+            h = ids * net.purifiers[m](net.projections[m](net.modality_embeddings[m].weight))
+            h = getattr(net, f"item_graph_{m}").to_dense() @ h
+            views.append(torch.cat([net.user_item.to_dense() @ h, h]))
+        attention = torch.softmax(torch.cat([net.query(views[0]), net.query(views[1])], dim=-1), dim=-1)
+        common = attention[:, :1] * views[0] + attention[:, 1:] * views[1]
+        side = (net.preferences["image"](content) * (views[0] - common)
+                + net.preferences["audio"](content) * (views[1] - common) + common) / 3
+        expected = content + side
+    assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
+
+
+def test_lgmrec_forward_equals_mmrecs_written_out(fast):
+    """MMRec's LGMRec.forward for image and text with dense matrices, the same Gumbel draws (evaluation: no dropout)."""
+    trainer, train_data = trainer_of(fast, "LGMRec")
+    net, data = trainer.model.eval(), train_data.dataset
+    r = torch.from_numpy(data.inter_matrix(form="csr").toarray()).float()
+    n_u = net.n_users
+    a = torch.zeros(n_u + net.n_items, n_u + net.n_items)
+    a[:n_u, n_u:], a[n_u:, :n_u] = r, r.T
+    d = ((a > 0).sum(1) + 1e-7).pow(-0.5)
+    adj = d[:, None] * a * d[None, :]
+    with torch.no_grad():
+        torch.manual_seed(3)
+        users, items, _ = net.views()
+        torch.manual_seed(3)
+        hyper = {}
+        for m in ("image", "audio"):
+            features = getattr(net, f"features_{m}")
+            i_h = features @ net.hyperedges[m]
+            u_h = r @ i_h
+            hyper[m] = (F.gumbel_softmax(i_h, 0.2, dim=1), F.gumbel_softmax(u_h, 0.2, dim=1))
+        ego = torch.cat([net.user_embedding.weight, net.item_id_embedding.weight])
+        cge = (ego + adj @ ego + adj @ adj @ ego) / 3
+        mge = 0
+        for m in ("image", "audio"):
+            i_f = getattr(net, f"features_{m}") @ net.projections[m]
+            u_f = (r @ i_f) / (r.sum(1, keepdim=True) + 1e-7)
+            mge = mge + F.normalize(adj @ (adj @ torch.cat([u_f, i_f])))
+        ghe = 0
+        for m in ("image", "audio"):
+            i_h, u_h = hyper[m]
+            latent = i_h.T @ cge[n_u:]
+            ghe = ghe + torch.cat([u_h @ latent, i_h @ latent])
+        expected = cge + mge + 0.3 * F.normalize(ghe)
+    assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
+
+
+def test_pgl_principal_subgraph_keeps_30_percent_of_the_edges(fast):
+    trainer, train_data = trainer_of(fast, "PGL")
+    net = trainer.model
+    net.pre_epoch_processing()
+    n_edges = len(train_data.dataset.inter_feat)
+    kept = net.principal.to_dense()[:net.n_users, net.n_users:]
+    assert (kept > 0).sum() == int(n_edges * 0.3)
+    assert torch.equal(net.principal.to_dense(), net.principal.to_dense().T)
+
+
+def test_pgl_forward_equals_mmrecs_written_out(fast):
+    trainer, _ = trainer_of(fast, "PGL")
+    net = trainer.model.eval()
+    with torch.no_grad():
+        users, items = net.forward()
+        u = torch.cat([net.user_embeddings["image"].weight, net.user_embeddings["audio"].weight], dim=1)
+        i = torch.cat([F.normalize(net.projections[m](net.modality_embeddings[m].weight)) for m in ("image", "audio")],
+                      dim=1)
+        h = net.mm_adj.to_dense() @ i
+        adj = net.encoder.norm_adj.to_dense()
+        ego = torch.cat([u, i])
+        out = (ego + adj @ ego + adj @ adj @ ego) / 3
+        assert torch.allclose(users, out[:net.n_users], atol=1e-5)
+        assert torch.allclose(items, out[net.n_users:] + h, atol=1e-5)
+
+
+def test_pgl_global_mode_is_refused(fast):
+    with pytest.raises(RecBoleRobustError, match="PGL mode 'global' is not available"):
+        validate_run("PGL", "tiktok", preset="mg", config_dict={**fast, "mode": "global"})
+
+
+def test_smore_max_pool_is_the_elementwise_maximum_over_the_union_of_edges():
+    a = torch.tensor([[0.0, 0.5, 0.0], [0.2, 0.0, 0.0], [0.0, 0.0, 0.3]])
+    b = torch.tensor([[0.0, 0.1, 0.4], [0.6, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    pooled = max_pool([a.to_sparse_csr(), b.to_sparse_csr()]).to_dense()
+    assert torch.equal(pooled, torch.maximum(a, b))
+
+
+def test_smore_forward_equals_mmrecs_written_out(fast):
+    """MMRec's SMORE.forward for image and text (evaluation: no dropout), with dense matrices."""
+    trainer, _ = trainer_of(fast, "SMORE")
+    net = trainer.model.eval()
+    with torch.no_grad():
+        users, items, _, _ = net.views()
+        ids, d = net.item_id_embedding.weight, net.embedding_size
+        adj = net.encoder.norm_adj.to_dense()
+        ego = torch.cat([net.user_embedding.weight, ids])
+        content = sum(torch.linalg.matrix_power(adj, k) @ ego for k in range(4)) / 4  # 3 layers and the ego layer
+        image = net.projections["image"](net.modality_embeddings["image"].weight)
+        text = net.projections["audio"](net.modality_embeddings["audio"].weight)
+        image_fft, text_fft = (torch.fft.rfft(x, dim=1, norm="ortho") for x in (image, text))
+        weight = {p: torch.view_as_complex(net.filters[p]) for p in ("image", "audio", "fusion")}
+        conv = {"image": torch.fft.irfft(image_fft * weight["image"], n=d, dim=1, norm="ortho"),
+                "audio": torch.fft.irfft(text_fft * weight["audio"], n=d, dim=1, norm="ortho"),
+                "fusion": torch.fft.irfft(text_fft * image_fft * weight["fusion"], n=d, dim=1, norm="ortho")}
+        view = {}
+        for p in ("image", "audio", "fusion"):
+            h = getattr(net, f"item_graph_{p}").to_dense() @ (ids * net.purifiers[p](conv[p]))
+            view[p] = torch.cat([net.user_item.to_dense() @ h, h])
+        agg_image = torch.softmax(net.queries["image"](view["fusion"]), dim=-1) * view["image"]
+        agg_text = torch.softmax(net.queries["audio"](view["fusion"]), dim=-1) * view["audio"]
+        side = torch.stack([net.preferences["image"](content) * agg_image, net.preferences["audio"](content) * agg_text,
+                            net.preferences["fusion"](content) * view["fusion"]]).mean(0)
+        expected = content + side
+    assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
