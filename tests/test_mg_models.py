@@ -1,5 +1,5 @@
 """The MG paper's other models (BM3, DRAGON, DualGNN, LATTICE, LayerGCN, SelfCF, SLMRec) and MMRec's newer ones
-(MGCN, LGMRec, PGL, SMORE; their own tests are in test_mmrec_models.py): training, scoring, graphs."""
+(MGCN, LGMRec, PGL, SMORE, MMGCF; their own tests are in test_mmrec_models.py): training, scoring, graphs."""
 import numpy as np
 import pytest
 import torch
@@ -24,6 +24,7 @@ SMALL = {
     "LGMRec": {"embedding_size": 16, "feat_embed_dim": 16},
     "PGL": {"embedding_size": 16, "feat_embed_dim": 16, "reg_weight": 0.1},
     "SMORE": {"embedding_size": 16, "dropout_rate": 0.1},
+    "MMGCF": {"embedding_size": 16, "feat_embed_dim": 16, "reg_weight": 1e-3},
 }
 MODELS = list(SMALL)
 

@@ -1,4 +1,4 @@
-"""MMRec's newer models (MGCN, LGMRec, PGL, SMORE): their graphs and forward passes against dense formulas and
+"""MMRec's newer models (MGCN, LGMRec, PGL, SMORE, MMGCF): their graphs and forward passes against dense formulas and
 MMRec's code written out (training, scoring and beating Pop: test_mg_models.py)."""
 import pytest
 import torch
@@ -163,3 +163,31 @@ def test_smore_forward_equals_mmrecs_written_out(fast):
                             net.preferences["fusion"](content) * view["fusion"]]).mean(0)
         expected = content + side
     assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion, weighting", [("mean", "equal"), ("sum", "alpha"), ("concat", "normalized"),
+                                               ("concat", "equal")])
+def test_mmgcf_fusion_equals_mmrecs_written_out(fast, fusion, weighting):
+    trainer, _ = trainer_of(fast, "MMGCF", fusion_mode=fusion, weighting=weighting)
+    net = trainer.model.eval()
+    with torch.no_grad():
+        users, items = net.forward()
+        adj = net.encoder.norm_adj.to_dense()
+        ego = torch.cat([net.user_embedding.weight, net.item_id_embedding.weight])
+        out = (ego + adj @ ego) / 2  # one layer and the ego layer
+        item = out[net.n_users:]
+        feats = [net.projections[m](getattr(net, f"features_{m}")) for m in ("image", "audio")]
+
+        def fuse(parts, layer):
+            return {"mean": lambda: torch.stack(parts).mean(0), "sum": lambda: torch.stack(parts).sum(0),
+                    "concat": lambda: layer(torch.cat(parts, -1))}[fusion]()
+
+        if weighting == "alpha":
+            a = torch.sigmoid(net.alpha)
+            expected = fuse([item * a] + [x * (1 - a) for x in feats], getattr(net, "all_concat", None))
+        elif weighting == "normalized":
+            expected = fuse([F.normalize(item) * 2] + [F.normalize(x) for x in feats], getattr(net, "all_concat", None))
+        else:
+            expected = fuse([item, fuse(feats, getattr(net, "modality_concat", None))], getattr(net, "id_concat", None))
+    assert torch.allclose(users, out[:net.n_users], atol=1e-5)
+    assert torch.allclose(items, expected, atol=1e-5)
