@@ -174,6 +174,15 @@ def report_settings(command, config, preset, split, analyses):
     if "promotion" in analyses:
         rows["promotion"] = (f"{config['promotion_items']} targets, eps {as_list(config['promotion_eps'])}, "
                              f"hit ratio@{config['promotion_topk']}")
+    if "poisoning" in analyses:
+        targets = config["poison_targets"]
+        drawn = f"{targets} targets drawn per seed from the {config['poison_target_pool']} pool" if isinstance(
+            targets, int) else f"targets {targets}"
+        filler = config["poison_filler"] or "the mean profile length of"
+        selected = config["poison_selected"] or "a tenth"
+        rows["poisoning"] = (f"{drawn}; fake users with every target and {filler} filler items (bandwagon / segment: "
+                             f"{selected} of them selected); hit ratio and NDCG @ {as_list(config['poison_topk'])} over "
+                             "the real users who never interacted with a target; fake users in the training split only")
     rows.update({"versions": versions(), "git commit": git_commit() or "unknown (not a git checkout)",
                  "threads": torch.get_num_threads(), "device": str(config["device"]),
                  "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")})

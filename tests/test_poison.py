@@ -255,6 +255,8 @@ def test_report_of_a_poisoning_grid(fast, tmp_path):
     assert 0 <= table["precision"][2] <= 1
     page = open(paths["md"]).read()
     assert "Poisoning: fake users promoting target items" in page and "poisoning.png" in page
+    settings = pd.read_csv(tmp_path / "report" / "settings.csv").set_index("setting")["value"]
+    assert "3 targets drawn per seed from the unpopular pool" in settings["poisoning"]
 
 
 @pytest.mark.parametrize("args, message", [
