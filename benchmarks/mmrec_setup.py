@@ -7,7 +7,8 @@ As ``../shared/tools/mg-release-setup.sh`` does for the MG release: nothing of M
 extracts ``src/`` from the git directory, builds ``data/tiktok`` from ``../shared/datasets/tiktok`` (CRLF removed,
 float16 -> float32, audio as MMRec's 'text'), and makes the compatibility fixes today's CPU stack needs: the unused
 ``lmdb`` import, ``np.float``, ``torch_scatter.scatter_add`` (-> ``Tensor.index_add_``), ``.cuda()`` calls in the
-models (-> the model's device), scipy's removed ``dok_matrix._update``, ``use_gpu: False``; each model's grid is cut to its first value, and the dataset
+models (-> the model's device), scipy's removed ``dok_matrix._update``, PGL's import of ``sparsesvd`` (which
+does not build on Python 3.11; only its ``global`` mode uses it), ``use_gpu: False``; each model's grid is cut to its first value, and the dataset
 config of ``baby`` is reused for ``tiktok``. ``--python`` names the interpreter that has torch, numpy, scipy, pandas,
 pyyaml and matplotlib (default: this one); it is written to ``<scratch>/python`` for ``vs_reference.py``.
 """
@@ -68,6 +69,9 @@ def main():
     for path in glob.glob(str(src / "models" / "*.py")):  # scipy removed dok_matrix._update
         edit(path, lambda s: s.replace(".cuda()", ".to(self.device)").replace("A._update(data_dict)",
                                                                               "A._dict.update(data_dict)"))
+    edit(src / "models" / "pgl.py", lambda s: s.replace(  # only PGL's mode 'global' needs it; it does not build here
+        "from sparsesvd import sparsesvd\n", "try:\n    from sparsesvd import sparsesvd\nexcept ImportError:\n"
+        "    sparsesvd = None\n"))
     edit(src / "configs" / "overall.yaml", lambda s: s.replace("use_gpu: True", "use_gpu: False"))
     for path in glob.glob(str(src / "configs" / "model" / "*.yaml")):
         edit(path, first_values)
