@@ -523,7 +523,8 @@ def poison_split(config, dataset, train):
     clean_csr = train.inter_matrix(form="csr").astype(np.float32)
     n_users, n_items = dataset.user_num, dataset.item_num
     info = Poisoning(attack=config["poison"], real_users=n_users, detector=config["poison_detector"])
-    info.targets = choose_targets(config, dataset, clean_csr, seed)
+    measured = config["poison"] or "poisoning" in as_list(config["analysis"] or [])
+    info.targets = choose_targets(config, dataset, clean_csr, seed) if measured else np.zeros(0, dtype=np.int64)
     info.target_tokens = [str(t) for t in dataset.field2id_token[iid][info.targets]]
     frame = _columns(train.inter_feat)
     frame, info.changes = thin_and_contaminate(config, frame, uid, iid, n_items, rng)
