@@ -17,8 +17,6 @@ training loss (RecBole's ``train_loss_dict``, the log line) is G's; the log line
 player's loss and alpha, all kept per epoch in ``loss_history``. A NaN or infinite loss stops training
 with a ``TrainingDiverged`` error naming the player and the best checkpoint kept so far.
 """
-import math
-
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -61,6 +59,7 @@ class GANTrainer(RobustMixin, Trainer):
         })
 
     def _step(self, player, loss, params):
+        self._check_nan(loss, f"{player} loss")  # before backward: a NaN loss never reaches the weights
         optimizer = self.optimizer[player]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,11 +94,8 @@ class GANTrainer(RobustMixin, Trainer):
                     p.requires_grad_(True)
             losses["G"] = loss.detach()
             losses.update({f"G.{name}": value.detach() for name, value in parts.items()})
-            # the batch's losses reach the host together: one sync a batch, not one per player and part
+            # the batch's losses for the log reach the host in one transfer, not one per player and part
             losses = dict(zip(losses, torch.stack([v.float().reshape(()) for v in losses.values()]).tolist()))
-            for player in [name for name in losses if name in players]:  # in the order they stepped
-                if not math.isfinite(losses[player]):  # a diverged player stops training
-                    self._check_nan(torch.tensor(losses[player]), f"{player} loss")
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
             if show_progress:
