@@ -119,7 +119,8 @@ def ratio(release, plugin):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", help="release folder prepared by ../shared/tools/mg-release-setup.sh")
+    parser.add_argument("--reference", help="release folder prepared by ../shared/tools/mg-release-setup.sh, or MMRec "
+                                            "folder prepared by benchmarks/mmrec_setup.py")
     parser.add_argument("--models", nargs="+", default=["VBPR", "FREEDOM", "MMGCN"])
     parser.add_argument("--epochs", type=int, default=6, help="epochs of a timing run (the first is left out)")
     parser.add_argument("--mg", choices=["on", "off", "both"], default="both")
@@ -134,7 +135,8 @@ def main():
     args = parser.parse_args()
     release = Release(args.reference) if args.reference else None
     workdir = tempfile.mkdtemp(prefix="vs_reference-")
-    sides = [("release", release)] if release else []
+    reference = ("MMRec" if release.kind == "mmrec" else "release") if release else None
+    sides = [(reference, release)] if release else []
     sides.append(("ours", lambda *a: ours(*a, data_path=os.path.abspath(args.data_path), workdir=workdir)))
     mg_settings = {"on": [True], "off": [False], "both": [True, False]}[args.mg]
 
@@ -149,12 +151,12 @@ def main():
                 print(f"{model} MG {row['MG']} {side}: {n} epochs, train {train:.3f} s, validation {valid:.3f} s, "
                       f"{rss:.0f} MiB", flush=True)
             if release:
-                row["train ratio"] = ratio(row["release train s/epoch"], row["ours train s/epoch"])
-                row["validation ratio"] = ratio(row["release s/validation"], row["ours s/validation"])
+                row["train ratio"] = ratio(row[f"{reference} train s/epoch"], row["ours train s/epoch"])
+                row["validation ratio"] = ratio(row[f"{reference} s/validation"], row["ours s/validation"])
             speed.append(row)
     if speed:
         print(f"\nSeconds per epoch on tiktok, {args.threads} threads, {args.epochs} epochs a run "
-              "(ratio = release / ours: > 1 means we are faster)")
+              f"(ratio = {reference} / ours: > 1 means we are faster)")
         print(tabulate([list(r.values()) for r in speed], headers=list(speed[0]), tablefmt="github", floatfmt=".3f"))
 
     if args.accuracy:
