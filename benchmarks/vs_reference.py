@@ -156,7 +156,7 @@ def main():
             speed.append(row)
     if speed:
         print(f"\nSeconds per epoch on tiktok, {args.threads} threads, {args.epochs} epochs a run "
-              f"(ratio = {reference} / ours: > 1 means we are faster)")
+              f"(ratio = {reference or 'reference'} / ours: > 1 means we are faster)")
         print(tabulate([list(r.values()) for r in speed], headers=list(speed[0]), tablefmt="github", floatfmt=".3f"))
 
     if args.accuracy:
