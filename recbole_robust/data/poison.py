@@ -530,9 +530,7 @@ def poison_split(config, dataset, train):
     frame, info.changes = thin_and_contaminate(config, frame, uid, iid, n_items, rng)
     csr = sp.csr_matrix((np.ones(len(frame[uid]), dtype=np.float32), (frame[uid], frame[iid])),
                         shape=(n_users, n_items))
-    csr.data[:] = 1.0
-    csr.sum_duplicates()
-    csr.data[:] = 1.0
+    csr.data[:] = 1.0  # duplicates were summed when the matrix was built: binary again
     info.eligible = (clean_csr[:, info.targets].toarray() == 0)
     info.eligible[0] = False
     rating = config["RATING_FIELD"] if config["RATING_FIELD"] in frame else None
@@ -548,7 +546,7 @@ def poison_split(config, dataset, train):
         if clash:
             raise RecBoleRobustError(f"dataset '{config['dataset']}' has a user named {clash[0]!r}, the name of a "
                                      "fake user")
-        settings = {k: config[k] for k in ("poison", "poison_steps") if k in SETTINGS}
+        settings = {k: config[k] for k in ("poison", "poison_steps")}
         key = _digest([POISON_VERSION, config["dataset"], csr.indptr, csr.indices, info.targets, n_fake, info.filler,
                        info.selected, settings, seed, rating is not None])
         info.folder = fake_folder(config, config["poison"], key)

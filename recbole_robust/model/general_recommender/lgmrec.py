@@ -32,15 +32,10 @@ from torch import nn
 
 from recbole_robust.data.graphs import csr_transpose
 from recbole_robust.model.cache import BPRPropagation, FullSortCache
+from recbole_robust.model.general_recommender.mgcn import info_nce
 from recbole_robust.model.layers import LightGCNEncoder, graph_product
 
 TAU = 0.2
-
-
-def contrast(view1, view2, candidates, tau=TAU):
-    """MMRec's ``ssl_triple_loss``: InfoNCE of paired rows of ``view1`` / ``view2`` against all ``candidates``, summed."""
-    a, b, c = F.normalize(view1, dim=1) / tau, F.normalize(view2, dim=1), F.normalize(candidates, dim=1)
-    return ((a @ c.T).exp().sum(1).log() - (a * b).sum(1)).sum()  # unit rows: logits within 1/tau, no overflow
 
 
 class LGMRec(BPRPropagation, GeneralRecommender):
@@ -123,6 +118,7 @@ class LGMRec(BPRPropagation, GeneralRecommender):
         loss = self.bpr(u, p, n) + self.reg_weight * (u.norm() + p.norm() + n.norm()) / len(n)
         if len(hyper) > 1:
             pairs = zip(hyper, hyper[1:] + hyper[:1]) if len(hyper) > 2 else [(hyper[0], hyper[1])]
-            loss = loss + self.cl_weight * sum(contrast(a_u[user], b_u[user], b_u) + contrast(a_i[pos], b_i[pos], b_i)
-                                               for (a_u, a_i), (b_u, b_i) in pairs)
+            loss = loss + self.cl_weight * sum(  # MMRec's ssl_triple_loss: against all users / items, summed
+                info_nce(a_u[user], b_u[user], TAU, b_u, "sum") + info_nce(a_i[pos], b_i[pos], TAU, b_i, "sum")
+                for (a_u, a_i), (b_u, b_i) in pairs)
         return loss

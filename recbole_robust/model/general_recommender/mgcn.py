@@ -45,16 +45,18 @@ from recbole_robust.model.layers import LightGCNEncoder, graph_product
 TEMPERATURE = 0.2
 
 
-def info_nce(view1, view2, temperature=TEMPERATURE):
-    """Mean InfoNCE of paired rows of two views (the other rows of ``view2`` are the negatives).
+def info_nce(view1, view2, temperature=TEMPERATURE, candidates=None, reduction="mean"):
+    """InfoNCE of paired rows of two views against ``candidates`` (default: the rows of ``view2``), averaged over the
+    rows (MGCN, SMORE, PGL) or summed (``reduction="sum"``: LGMRec's ``ssl_triple_loss``).
 
     The rows are unit vectors, so every logit lies in [-1/temperature, 1/temperature] and ``exp`` cannot overflow:
-    no max is subtracted (``logsumexp`` would add two passes over the batch x batch matrix), and the temperature
+    no max is subtracted (``logsumexp`` would add two passes over the batch x candidates matrix), and the temperature
     scales one view's rows before the product instead of the product's entries."""
     view1 = F.normalize(view1, dim=1) / temperature
     view2 = F.normalize(view2, dim=1)
-    positive = (view1 * view2).sum(-1)
-    return ((view1 @ view2.T).exp().sum(1).log() - positive).mean()
+    candidates = view2 if candidates is None else F.normalize(candidates, dim=1)
+    losses = (view1 @ candidates.T).exp().sum(1).log() - (view1 * view2).sum(-1)
+    return losses.sum() if reduction == "sum" else losses.mean()
 
 
 class SideViewLoss(BPRPropagation):
