@@ -22,7 +22,7 @@ from recbole_robust.perturb import engine
 from recbole_robust.resources import MAX_NESTING
 from recbole_robust.robustness import analyses, attacks
 from recbole_robust.settings import BOOL, POSITIVE_INT, is_int, is_number, positive_int, str_list
-from recbole_robust.trainer import mirror, sharpness
+from recbole_robust.trainer import distributed, mirror, sharpness
 
 KD_DAGFM_TEACHERS = ("CrossNet", "CINComp")
 """The classes RecBole's KD_DAGFM can build as its teacher: it runs ``eval(config['teacher'])``."""
@@ -217,7 +217,7 @@ PIPELINE_SETTINGS = {
 """The plugin's own data and evaluation settings."""
 
 SETTINGS = {**RECBOLE_SETTINGS, **PIPELINE_SETTINGS, **engine.SETTINGS, **mirror.SETTINGS, **sharpness.SETTINGS,
-            **attacks.SETTINGS, **analyses.SETTINGS, **poison.SETTINGS}
+            **attacks.SETTINGS, **analyses.SETTINGS, **poison.SETTINGS, **distributed.SETTINGS}
 """Every checked setting: ``{name: (check, what a valid value is)}``, each written once, beside its feature
 (``settings.py``). Checked on the user's own settings (files, dict, command line, search spaces)."""
 PATH_SETTINGS = ("checkpoint_dir", "build_dir", "data_path", "attack_dir", "analysis_dir")
@@ -246,8 +246,22 @@ def evaluated_metrics(config):
     return names
 
 
+RECBOLE_BROKEN_NEEDS = ("data.num_items", "data.count_items")
+"""Collector data RecBole 1.2.1 stores as a number or a Counter, on which its ``get_data_struct`` calls ``.cpu()``:
+a metric that needs them fails with an AttributeError at its first evaluation (ItemCoverage, GiniIndex,
+AveragePopularity, TailPercentage)."""
+
+
 def check_metrics(config):
-    """``valid_metric`` and ``attack_metric`` must be among the metrics the run evaluates."""
+    """``valid_metric`` and ``attack_metric`` must be among the metrics the run evaluates; metrics RecBole 1.2.1
+    cannot compute are refused."""
+    from recbole.evaluator.register import metrics_dict
+
+    for metric in config["metrics"]:
+        if any(need in RECBOLE_BROKEN_NEEDS for need in metrics_dict[metric.lower()].metric_need):
+            raise RecBoleRobustError(f"metric {metric} fails in RecBole 1.2.1 (its evaluator collects "
+                                     f"{', '.join(metrics_dict[metric.lower()].metric_need[1:])} as a number, not a "
+                                     "tensor); leave it out of metrics")
     names = evaluated_metrics(config)
     for key in ("valid_metric", "attack_metric"):
         value = config[key]
@@ -267,3 +281,10 @@ class PluginConfig(Config):
     def _merge_external_config_dict(self):
         super()._merge_external_config_dict()
         check_settings(self.external_config_dict)
+        if "local_rank" in self.external_config_dict:  # RecBole's _init_device would start its nccl-only group
+            raise RecBoleRobustError("local_rank is set by the launcher: use --nproc (and world_size, ip, port and "
+                                     "group_offset for a group over several machines)")
+
+    def _init_device(self):
+        super()._init_device()  # one process as far as RecBole knows (single_spec), on the CPU or a GPU
+        distributed.join_group(self.final_config_dict)  # in a worker of --nproc: joins the group, sets the device

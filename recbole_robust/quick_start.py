@@ -30,6 +30,7 @@ from recbole_robust.data.poison import check_poison_options, use_poisoned_split
 from recbole_robust.errors import Interrupted, RecBoleRobustError
 from recbole_robust.registry import get_model, get_trainer
 from recbole_robust.robustness import runs
+from recbole_robust.trainer import distributed
 from recbole_robust.trainer.checkpoint import (best_checkpoint_file, check_compatible, init_from_checkpoint,
                                                last_checkpoint_file, load_checkpoint)
 from recbole_robust.trainer.trainer import check_mixed_precision, check_training_options
@@ -165,7 +166,8 @@ def load_data(config):
 
 
 def build_model(config, train_data):
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # every rank of a multi-process run draws the same weights (RecBole adds local_rank, then relies on DDP's broadcast)
+    init_seed(config["seed"], config["reproducibility"])
     return get_model(config["model"])(config, train_data._dataset).to(config["device"])
 
 
@@ -214,12 +216,16 @@ def refuse_pickled_caches(config):
 
 def use_threads(config):
     """Set PyTorch's threads for the run: ``threads``, else the CPUs available to this process (its affinity and
-    cgroup quota, ``utils.available_cpus``; PyTorch's own default counts every core of the machine)."""
-    torch.set_num_threads(config["threads"] or available_cpus())
+    cgroup quota, ``utils.available_cpus``; PyTorch's own default counts every core of the machine), shared by the
+    processes of ``nproc``."""
+    processes = config["nproc"] if distributed.in_worker() else 1
+    torch.set_num_threads(config["threads"] or max(1, available_cpus() // processes))
 
 
 def threads_line(config):
-    source = "the threads setting" if config["threads"] else "the CPUs available to this process; set threads to change"
+    source = ("the threads setting" if config["threads"] else
+              "the CPUs available to this process" + (" / nproc" if distributed.in_worker() else "")
+              + "; set threads to change")
     return f"PyTorch threads: {torch.get_num_threads()} ({source})"
 
 
@@ -275,6 +281,7 @@ def validate_run(model, dataset, config_file_list=None, config_dict=None, preset
             check_compatible(path, saved, config, model, resume=path == resume)
         trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
         check_training_options(trainer_class, config, model)  # invalid adversarial / MG settings fail here
+        distributed.check_config(config, trainer_class)  # nproc, world_size ... and what cannot run in several
         check_mixed_precision(config, model, train_data)  # enable_amp: refused where the model cannot
         runs.check_robustness_options(config, model)
         initialised = init_from_checkpoint(model, pretrained, config["device"]) if pretrained else None
@@ -282,17 +289,25 @@ def validate_run(model, dataset, config_file_list=None, config_dict=None, preset
 
 
 def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=None, resume=None,
-                pretrained=None, checkpoint=None):
-    """Everything a run needs, validated (``validate_run``) before the logger writes anything.
+                pretrained=None, checkpoint=None, validated=None):
+    """Everything a run needs, validated (``validate_run``, or its result ``validated``) before the logger writes
+    anything. In a worker of ``nproc`` only rank 0 logs.
 
     Returns ``(config, dataset, (train, valid, test), trainer)``.
     """
-    config, dataset, data, model, trainer_class, initialised = validate_run(
+    config, dataset, data, model, trainer_class, initialised = validated or validate_run(
         model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint)
-    log_file = start_logging(config)
+    if distributed.wanted(config) and not distributed.in_worker():
+        raise RecBoleRobustError("nproc > 1 is for training runs (run_recbole_robust, the train and report "
+                                 "commands); this step runs in one process")
     logger = getLogger()
-    for path in remove_stale_temporaries(config["checkpoint_dir"]):
-        logger.info(f"Removed {path}, left by a run that was killed while writing it")
+    log_file = None
+    if distributed.is_main():
+        log_file = start_logging(config)
+        for path in remove_stale_temporaries(config["checkpoint_dir"]):
+            logger.info(f"Removed {path}, left by a run that was killed while writing it")
+    else:
+        logger.setLevel(logging.ERROR)
     logger.info(sys.argv)
     logger.info(config)
     logger.info(dataset)
@@ -312,6 +327,49 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
     if not checkpoint:
         trainer.log_stages()
     return config, dataset, data, trainer
+
+
+def launch(config, run_args):
+    """``run_recbole_robust(**run_args)`` in ``nproc`` processes (``trainer/distributed.py``), once the run has been
+    validated here; returns rank 0's result. An error of a worker is raised here, as one line where it is one."""
+    import pickle
+
+    import torch.multiprocessing as mp
+
+    from recbole_robust import errors
+
+    try:
+        pickle.dumps(run_args["callback_fn"])
+    except Exception:
+        raise RecBoleRobustError("callback_fn cannot be sent to the processes of nproc > 1 (define it at the top "
+                                 "level of a module)") from None
+    address = {"ip": config["ip"], "port": config["port"] or distributed.free_port(),
+               "world_size": distributed.world_size(config), "group_offset": config["group_offset"],
+               "backend": config["backend"]}
+    queue = mp.get_context("spawn").SimpleQueue()
+    crash = None
+    try:
+        mp.start_processes(distributed.worker_entry, args=(address, run_recbole_robust, run_args, queue),
+                           nprocs=config["nproc"], join=True, start_method="spawn")
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+        crash = e
+    result, error = None, None
+    while not queue.empty():
+        kind, value = queue.get()
+        if kind == "result":
+            result = value
+        elif error is None:
+            error = value
+    if error is not None:
+        name, message = error
+        cls = getattr(errors, name, None)
+        if name == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        if isinstance(cls, type) and issubclass(cls, RecBoleRobustError):
+            raise cls(message)
+    if crash is not None:
+        raise crash
+    return result
 
 
 def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -336,9 +394,17 @@ def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_d
         ``saved_model_file``, and ``analyses``: ``{name: Result}`` of every attack and analysis the settings ask
         for (``robustness/analyses/``; empty when none).
     """
+    run_args = dict(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                    saved=saved, preset=preset, resume=resume, pretrained=pretrained, checkpoint=checkpoint,
+                    callback_fn=callback_fn)
+    validated = None
+    if not distributed.in_worker():
+        validated = validate_run(model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint)
+        if distributed.wanted(validated[0]):  # nproc > 1: validated here, run by the workers
+            config, validated = validated[0], None
+            return launch(config, run_args)
     config, _, (train_data, valid_data, test_data), trainer = prepare_run(
-        model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint
-    )
+        model, dataset, config_file_list, config_dict, preset, resume, pretrained, checkpoint, validated)
     logger = getLogger()
     if checkpoint:
         best_valid_score, best_valid_result = None, None
@@ -367,5 +433,10 @@ def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_d
         "test_result": test_result,
         "saved_model_file": saved_model_file,
     }
+    if distributed.in_worker():  # attacks and analyses run in rank 0 alone, in one process, on the whole data
+        main = distributed.is_main()
+        trainer.leave_group()
+        if not main:
+            return result
     result["analyses"] = runs.run_analyses(config, trainer, train_data, test_data)
     return result

@@ -176,9 +176,12 @@ def gradients(model, names, loss_fn, *args, offset=None):
     return {n: (g if g is not None else torch.zeros_like(zeros[n])) for n, g in zip(names, grads)}
 
 
-def term_perturbations(model, term, adv_type, loss_fn, *args, generator=None):
-    """The perturbations ``{name: n}`` of one term for the examples in ``args``."""
+def term_perturbations(model, term, adv_type, loss_fn, *args, generator=None, reduce=None):
+    """The perturbations ``{name: n}`` of one term for the examples in ``args``; ``reduce`` (several processes:
+    ``GradientSync.average_list``) averages the gradients over the ranks first, so every rank takes the same."""
     grads = gradients(model, term.names, loss_fn, *args)
+    if reduce is not None:
+        grads = dict(zip(term.names, reduce([grads[n] for n in term.names])))
     return {
         n: perturbation(grads[n], term.eps, kind, adv_type, generator).detach()
         for n, kind in zip(term.names, term.kinds)
@@ -191,13 +194,14 @@ class AdversarialLoss:
     def __init__(self, model, terms, adv_type="fgm"):
         self.model, self.terms, self.adv_type = model, terms, adv_type
         self.rec_loss = rec_loss_fn(model)
+        self.reduce = None  # set by a trainer of several processes
 
     def __call__(self, interaction):
         loss = self.model.calculate_loss(interaction)
         for term in self.terms:
             if term.lam == 0:
                 continue
-            noise = term_perturbations(self.model, term, self.adv_type, self.rec_loss, interaction)
+            noise = term_perturbations(self.model, term, self.adv_type, self.rec_loss, interaction, reduce=self.reduce)
             shifted = {n: named_tensor(self.model, n) + noise[n] for n in term.names}
             loss = loss + term.lam * call_with(self.model, shifted, self.rec_loss, interaction)
         return loss

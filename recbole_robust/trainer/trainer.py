@@ -27,6 +27,7 @@ bare ``ValueError``.
 The mixin is combined with RecBole's own trainer classes (``registry.get_trainer``), so RecBole's
 built-in models get the same checkpoints (and the adversary, where their trainer uses RecBole's loop).
 """
+import contextlib
 import contextvars
 import os
 import secrets
@@ -38,6 +39,7 @@ from recbole.utils import set_color
 
 from recbole_robust.errors import RecBoleRobustError, TrainingDiverged
 from recbole_robust.model.contract import hook
+from recbole_robust.trainer import distributed
 from recbole_robust.trainer.mirror import MirrorStep, check_mirror_config
 from recbole_robust.perturb.engine import AdversarialLoss, parse_terms
 from recbole_robust.trainer.sharpness import SharpnessStep, check_sharpness_config
@@ -132,6 +134,24 @@ class RobustMixin:
         # is written; the pipeline attaches them (``valid_attack``: ``robustness.runs.attacked_validation``)
         self.validation_hooks = []
         self.attacked_valid_results = {}  # epoch -> validation metrics under ``valid_attack``
+        # several processes (distributed.py): rank 0's weights everywhere, every backward pass's gradients averaged
+        self.gradient_sync = None
+        if distributed.is_distributed():
+            distributed.broadcast_state(model)
+            self.gradient_sync = distributed.GradientSync(model.parameters())
+            if self.adversarial_loss is not None:
+                self.adversarial_loss.reduce = self.gradient_sync.average_list
+
+    def leave_group(self):
+        """Back to one process after a multi-process run (rank 0 then attacks and analyses the whole data)."""
+        if self.gradient_sync is not None:
+            self.gradient_sync.close()
+            self.gradient_sync = None
+        if self.adversarial_loss is not None:
+            self.adversarial_loss.reduce = None
+        if getattr(self, "_train_data", None) is not None:
+            distributed.unshard_batches(self._train_data)
+        distributed.leave_group()
 
     def _enter_stage(self, epoch_idx):
         """True in the adversarial stage; switches to ``adv_learner`` when the stage begins.
@@ -186,11 +206,16 @@ class RobustMixin:
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx
+        if self.gradient_sync is not None:
+            distributed.broadcast_rng()  # the epoch's model-level random draws are rank 0's on every rank
+            distributed.shard_batches(train_data)
         if hook(self.model, "pre_epoch_processing"):  # e.g. FREEDOM's edge pruning
             self.model.pre_epoch_processing()
         if loss_func is None and self._enter_stage(epoch_idx):
             loss_func = self.adversarial_loss
         loss_func = loss_func or self.model.calculate_loss
+        if self.gradient_sync is not None:
+            loss_func = self.gradient_sync.counted(loss_func)  # the rows each rank's gradient is weighted by
         if self.sharpness_step:
             # sharpness-aware minimisation: perturbed by this trainer, stepped by RecBole's loop (sharpness.py)
             step = self.sharpness_step.epoch(loss_func, epoch_idx)
@@ -199,9 +224,11 @@ class RobustMixin:
             # of this trainer, run after RecBole's optimiser step (mirror.py)
             step = self.mirror_step.epoch(loss_func)
         else:
-            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        with step.attached():
-            return super()._train_epoch(train_data, epoch_idx, loss_func=step.loss, show_progress=show_progress)
+            step = None
+        with step.attached() if step else contextlib.nullcontext():
+            loss = super()._train_epoch(train_data, epoch_idx, loss_func=step.loss if step else loss_func,
+                                        show_progress=show_progress)
+        return distributed.average_losses(loss)
 
     def _checkpoint_state(self, epoch):
         return {
@@ -223,6 +250,8 @@ class RobustMixin:
         return self._train_data.generator
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not distributed.is_main():  # rank 0 alone writes
+            return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         atomic_save(self._checkpoint_state(epoch), saved_model_file)
         if verbose:
@@ -250,7 +279,7 @@ class RobustMixin:
         def after_validation(epoch_idx, valid_score):
             for validation_hook in self.validation_hooks:
                 validation_hook(self, epoch_idx, valid_data, verbose)
-            if saved:
+            if saved and distributed.is_main():
                 atomic_save(self._checkpoint_state(epoch_idx), last_checkpoint_file(self.saved_model_file))
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
@@ -270,9 +299,12 @@ class RobustMixin:
         """RecBole's ``evaluate``; the checkpoint is read here, with ``weights_only=True``."""
         if load_best_model and eval_data:
             checkpoint_file = model_file or self.saved_model_file
-            load_weights(self.model, checkpoint_file, self.device)
+            if distributed.is_main() or os.path.isfile(checkpoint_file):
+                load_weights(self.model, checkpoint_file, self.device)
+            distributed.broadcast_state(self.model)  # several processes: rank 0's file on every rank
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        with distributed.sharded_evaluation(self, eval_data):  # several processes: each rank scores a share
+            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def resume_checkpoint(self, resume_file):
         """Continue training from a checkpoint written by this trainer (best or ``.last.pth``).
