@@ -33,7 +33,7 @@ def test_graph_products_run_in_float32_under_autocast():
     assert half.grad.dtype == torch.bfloat16  # the gradient goes back in the input's dtype
 
 
-@pytest.mark.parametrize("model", ["MMGCN", "LATTICE", "FREEDOM"])
+@pytest.mark.parametrize("model", ["MMGCN", "LATTICE", "FREEDOM", "VAEGAN"])  # VAEGAN: the GAN trainer's loop
 def test_graph_models_train_with_enable_amp(fast, model):
     result = run_recbole_robust(model, "tiktok", preset="mg", saved=False,
                                 config_dict={**fast, "enable_amp": True, "epochs": 2})
@@ -43,7 +43,6 @@ def test_graph_models_train_with_enable_amp(fast, model):
 
 @pytest.mark.parametrize("model, message", [
     ("LightGCN", "LightGCN cannot train with enable_amp (mixed precision) on cpu: expected scalar type"),
-    ("VAEGAN", "enable_amp (mixed precision) is not supported by GANTrainer"),
 ])
 def test_models_that_cannot_are_refused_with_nothing_written(fast, tmp_path, model, message):
     build = tmp_path / "fresh"
@@ -76,3 +75,55 @@ def test_device_defaults_and_notes():
     assert eval_memory_mb({"eval_memory_mb": 4, "device": "cuda"}) == 4
     assert "every trial trains on the CPU" in gpu_note(0, 2)
     assert gpu_note(0.5, 2) is None and gpu_note(0, 0) is None
+
+
+def test_the_adversary_gradient_is_scaled_and_unscaled(fast):
+    """With a gradient scaler (enable_amp + enable_scaler), the adversary's gradient is that of the unscaled loss;
+    where the scaled loss overflows, it is zero (no perturbation on that batch) and the scaler backs off."""
+    from recbole_robust.perturb.engine import gradients, rec_loss_fn
+    from recbole_robust.quick_start import build_model
+
+    config = make_config("VBPR", "tiktok", config_dict=fast)
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train)
+    batch = next(iter(train))
+    plain = gradients(model, ["item_features"], rec_loss_fn(model), batch)["item_features"]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    scaled = gradients(model, ["item_features"], rec_loss_fn(model), batch, scaler=scaler)["item_features"]
+    assert plain.abs().sum() > 0
+    torch.testing.assert_close(scaled, plain)
+    overflowing = torch.amp.GradScaler("cpu", init_scale=1e10)
+    huge_loss = lambda interaction: rec_loss_fn(model)(interaction) * 1e30  # noqa: E731  (1e40 when scaled)
+    zero = gradients(model, ["item_features"], huge_loss, batch, scaler=overflowing)["item_features"]
+    assert torch.equal(zero, torch.zeros_like(plain)) and overflowing.get_scale() == 5e9
+
+
+def test_rng_restore_with_fewer_gpus_visible(monkeypatch):
+    """A checkpoint of a run on 2 GPUs resumed where 1 is visible restores that one's generator (RecBole's
+    set_rng_state_all would fail on the missing device)."""
+    from recbole_robust.trainer.checkpoint import rng_state, set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append(device))
+    state = rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    set_rng_state(state)
+    assert restored == [0]
+
+
+def test_user_graph_is_sampled_where_its_arrays_are():
+    """DRAGON / DualGNN resample the user graph every epoch from buffers on the model's device; tensors and NumPy
+    arrays give the same graph for the same random draws."""
+    from recbole_robust.data.graphs import sampled_user_graph
+
+    indptr, neighbours = np.array([0, 3, 4, 4]), np.array([1, 2, 0, 0])
+    counts = np.array([3.0, 1.0, 2.0, 5.0], dtype=np.float32)
+    from_numpy = sampled_user_graph(indptr, neighbours, counts, 2, torch.Generator().manual_seed(0))
+    tensors = [torch.from_numpy(a) for a in (indptr, neighbours, counts)]
+    from_tensors = sampled_user_graph(*tensors, 2, torch.Generator().manual_seed(0))
+    assert from_tensors.device == tensors[0].device
+    torch.testing.assert_close(from_tensors.to_dense(), from_numpy.to_dense())
+    assert from_tensors.to_dense()[1].sum() == pytest.approx(1.0)  # user 1's one neighbour, repeated up to k

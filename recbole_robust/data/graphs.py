@@ -210,21 +210,26 @@ def sampled_user_graph(indptr, neighbours, counts, k, generator=None):
     """DualGNN's / DRAGON's per-epoch user graph: each user's first ``k`` neighbours, weighted by the softmax of
     their counts, as an [n_users, n_users] CSR matrix. A user with fewer than ``k`` (but some) neighbours gets
     random repeats of them up to ``k`` (repeats add to a neighbour's weight, as in the authors' code, which
-    draws them from the growing list; here from the original one); a user without any gets an empty row."""
+    draws them from the growing list; here from the original one); a user without any gets an empty row.
+    The arrays may be NumPy arrays or tensors; the graph is sampled where the tensors are (a model's device)."""
+    device = indptr.device if torch.is_tensor(indptr) else torch.device("cpu")
+    indptr, neighbours, counts = (torch.as_tensor(a, device=device) for a in (indptr, neighbours, counts))
     n_users = len(indptr) - 1
-    degree = torch.from_numpy(np.diff(indptr))
+    degree = indptr.diff()
     kept = degree.clamp(max=k)
-    rows = torch.arange(n_users).repeat_interleave(kept)
-    position = torch.arange(len(rows)) - torch.cumsum(kept, 0).sub(kept).repeat_interleave(kept)
+    users = torch.arange(n_users, device=device)
+    rows = users.repeat_interleave(kept)
+    position = torch.arange(len(rows), device=device) - torch.cumsum(kept, 0).sub(kept).repeat_interleave(kept)
     short = (degree > 0) & (degree < k)
-    extra_rows = torch.arange(n_users)[short].repeat_interleave(k - degree[short])
-    extra_position = (torch.rand(len(extra_rows), generator=generator) * degree[extra_rows]).long()
+    extra_rows = users[short].repeat_interleave(k - degree[short])
+    extra_position = (torch.rand(len(extra_rows), generator=generator, device=device) * degree[extra_rows]).long()
     rows, position = torch.cat([rows, extra_rows]), torch.cat([position, extra_position])
-    entry = torch.from_numpy(indptr[:-1])[rows] + position
-    cols, values = torch.from_numpy(neighbours)[entry], torch.from_numpy(counts)[entry]
-    row_max = torch.full((n_users,), -float("inf")).scatter_reduce(0, rows, values, "amax")
+    entry = indptr[:-1][rows] + position
+    cols, values = neighbours[entry], counts[entry]
+    row_max = torch.full((n_users,), -float("inf"), device=device, dtype=values.dtype).scatter_reduce(
+        0, rows, values, "amax")
     weights = (values - row_max[rows]).exp()
-    weights = weights / torch.zeros(n_users).index_add_(0, rows, weights)[rows]
+    weights = weights / torch.zeros(n_users, device=device, dtype=weights.dtype).index_add_(0, rows, weights)[rows]
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), weights, (n_users, n_users),
                                    check_invariants=False).coalesce().to_sparse_csr()
 

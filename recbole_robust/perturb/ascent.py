@@ -10,6 +10,12 @@ from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.perturb.engine import gradients, named_tensor, normalise, perturbation, project, rec_loss_fn
 
 
+def drawn_batches(train_data, device):
+    """The loader's batches drawn once (the same sampled negatives for every pass over them) and moved to ``device``
+    once, not on every pass of an iterated attack; a list given here is moved where it is not yet."""
+    return [interaction.to(device) for interaction in train_data]
+
+
 def training_gradients(model, train_data, names, offset=None):
     """Gradient of the training loss (one pass, summed over batches) w.r.t. perturbations of ``names``
     (at the perturbations ``offset``, a dict of name -> tensor, if given)."""
@@ -49,7 +55,7 @@ def pgd_perturbation(model, train_data, names, kinds, eps, steps=10, step_size=N
     training batches are drawn once, so that every step ascends the same loss (the same sampled
     negatives); a loader given here is iterated once.
     """
-    train_data = train_data if isinstance(train_data, list) else list(train_data)
+    train_data = drawn_batches(train_data, named_tensor(model, names[0]).device)
     delta = {}
     for n, kind in zip(names, kinds):
         base = named_tensor(model, n)
@@ -67,8 +73,8 @@ def pgd_perturbation(model, train_data, names, kinds, eps, steps=10, step_size=N
 def attack_perturbations(model, train_data, terms, eps, method="fgm", pgd=None, seed=0, gradients_at_zero=None):
     """The attack's perturbed tensors ``{name: tensor}`` of every target group at norm ``eps``."""
     tensors = {}
-    if method == "pgd" and not isinstance(train_data, list):
-        train_data = list(train_data)  # one draw of the batches: PGD's first step is FGM's on the same loss
+    if method == "pgd":  # one draw of the batches: PGD's first step is FGM's on the same loss
+        train_data = drawn_batches(train_data, named_tensor(model, terms[0][0][0]).device)
     for names, kinds in terms:
         grads = (gradients_at_zero or {}).get(tuple(names))
         if grads is None and not (method == "pgd" and (pgd or {}).get("random_start")):

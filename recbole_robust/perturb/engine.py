@@ -166,20 +166,36 @@ def parse_terms(config, model):
     return [AdversarialTerm(g, [allowed[n] for n in g], e, l) for g, e, l in zip(groups, eps, lam)]
 
 
-def gradients(model, names, loss_fn, *args, offset=None):
+def gradients(model, names, loss_fn, *args, offset=None, scaler=None):
     """Gradient of ``loss_fn(*args)`` with respect to an additive perturbation of each named tensor, at 0
-    (at ``offset``, a dict of perturbations already applied, for iterated attacks)."""
+    (at ``offset``, a dict of perturbations already applied, for iterated attacks).
+
+    ``scaler`` (a ``torch.amp.GradScaler``; training with ``enable_amp`` and ``enable_scaler``): the loss is scaled
+    before the backward pass, so that float16 gradients do not underflow, and the gradients are unscaled; where
+    they overflowed, they are zero (no perturbation on this batch) and the scaler backs off, as for a skipped
+    optimiser step. No host synchronisation."""
     zeros = {n: torch.zeros_like(named_tensor(model, n), requires_grad=True) for n in names}
     shifted = {n: named_tensor(model, n) + zeros[n] + (offset[n] if offset else 0) for n in names}
     loss = call_with(model, shifted, loss_fn, *args)
-    grads = torch.autograd.grad(loss, [zeros[n] for n in names], allow_unused=True)
-    return {n: (g if g is not None else torch.zeros_like(zeros[n])) for n, g in zip(names, grads)}
+    leaves = [zeros[n] for n in names]
+    scaled = scaler is not None and scaler.is_enabled()
+    grads = torch.autograd.grad(scaler.scale(loss) if scaled else loss, leaves, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(z) for g, z in zip(grads, leaves)]
+    if scaled:
+        for leaf, grad in zip(leaves, grads):
+            leaf.grad = grad
+        scaler.unscale_(torch.optim.SGD(leaves, lr=0.0))  # the public way to unscale and record an overflow
+        scaler.update()
+        finite = torch.stack([torch.isfinite(leaf.grad).all() for leaf in leaves]).all()
+        grads = [torch.where(finite, leaf.grad, torch.zeros_like(leaf.grad)) for leaf in leaves]
+    return dict(zip(names, grads))
 
 
-def term_perturbations(model, term, adv_type, loss_fn, *args, generator=None, reduce=None):
+def term_perturbations(model, term, adv_type, loss_fn, *args, generator=None, reduce=None, scaler=None):
     """The perturbations ``{name: n}`` of one term for the examples in ``args``; ``reduce`` (several processes:
-    ``GradientSync.average_list``) averages the gradients over the ranks first, so every rank takes the same."""
-    grads = gradients(model, term.names, loss_fn, *args)
+    ``GradientSync.average_list``) averages the gradients over the ranks first, so every rank takes the same;
+    ``scaler`` scales the loss for the backward pass (``gradients``)."""
+    grads = gradients(model, term.names, loss_fn, *args, scaler=scaler)
     if reduce is not None:
         grads = dict(zip(term.names, reduce([grads[n] for n in term.names])))
     return {
@@ -195,13 +211,15 @@ class AdversarialLoss:
         self.model, self.terms, self.adv_type = model, terms, adv_type
         self.rec_loss = rec_loss_fn(model)
         self.reduce = None  # set by a trainer of several processes
+        self.scaler = None  # set by a trainer with enable_amp and enable_scaler: the adversary's gradient scaler
 
     def __call__(self, interaction):
         loss = self.model.calculate_loss(interaction)
         for term in self.terms:
             if term.lam == 0:
                 continue
-            noise = term_perturbations(self.model, term, self.adv_type, self.rec_loss, interaction, reduce=self.reduce)
+            noise = term_perturbations(self.model, term, self.adv_type, self.rec_loss, interaction, reduce=self.reduce,
+                                       scaler=self.scaler)
             shifted = {n: named_tensor(self.model, n) + noise[n] for n in term.names}
             loss = loss + term.lam * call_with(self.model, shifted, self.rec_loss, interaction)
         return loss

@@ -28,7 +28,7 @@ from recbole.utils import init_seed
 from recbole_robust import settings
 from recbole_robust.errors import RecBoleRobustError
 from recbole_robust.model.contract import hook
-from recbole_robust.perturb.ascent import attack_perturbations, training_gradients
+from recbole_robust.perturb.ascent import attack_perturbations, drawn_batches, training_gradients
 from recbole_robust.perturb.engine import ADV_TYPES, call_with, named_tensor, perturbation, target_groups
 
 ATTACKS = ADV_TYPES + ("pgd",)
@@ -109,7 +109,8 @@ def attack_sweep(trainer, train_data, test_data, eps_list, methods=("fgm", "rand
     rows = []
     log = getLogger()
     if "pgd" in methods:
-        train_data = list(train_data)  # FGM and every PGD step on the same batches (the same negatives)
+        # FGM and every PGD step on the same batches (the same negatives), moved to the model's device once
+        train_data = drawn_batches(train_data, next(model.parameters()).device)
     for names, kinds in terms:
         grads = training_gradients(model, train_data, names)
         for method in methods:

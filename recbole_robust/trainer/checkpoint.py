@@ -58,7 +58,10 @@ def set_rng_state(state):
     """Restore ``rng_state()``; the states are CPU byte tensors whatever device the run uses."""
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        # one state per GPU of the saving run; a run resumed with fewer visible GPUs restores those it has (RecBole's
+        # set_rng_state_all would fail on a device index that is not there), one with more keeps the others' own
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))

@@ -185,13 +185,14 @@ def _comm_device():
 
 
 def broadcast_state(model):
-    """Every rank takes rank 0's parameters and dense buffers."""
+    """Every rank takes rank 0's parameters and saved buffers (its ``state_dict``; the buffers a model does not save,
+    graphs and features, are built from the data, alike on every rank)."""
     if not is_distributed():
         return
     with torch.no_grad():
-        for tensor in itertools.chain(model.parameters(), model.buffers()):
+        for tensor in model.state_dict().values():
             if tensor.layout == torch.strided and tensor.numel():
-                dist.broadcast(tensor.data, src=0)
+                dist.broadcast(tensor, src=0)
 
 
 def _pack_rng():

@@ -16,6 +16,10 @@ checkpoints, so a resumed run sees the same batches). The epoch's
 training loss (RecBole's ``train_loss_dict``, the log line) is G's; the log line also shows each
 player's loss and alpha, all kept per epoch in ``loss_history``. A NaN or infinite loss stops training
 with a ``TrainingDiverged`` error naming the player and the best checkpoint kept so far.
+
+Mixed precision (RecBole's ``enable_amp`` / ``enable_scaler``): the players' forward passes run under autocast, and
+each player's backward pass and step go through a gradient scaler of its own (a skipped step of one player does
+not lower another's scale).
 """
 import torch
 from recbole.trainer import Trainer
@@ -45,11 +49,15 @@ class PlayerOptimizers:
 class GANTrainer(RobustMixin, Trainer):
     """Alternating updates of a model's players (see the module docstring)."""
 
-    supports_amp = False  # its loop has no autocast or gradient scaler yet: enable_amp is refused, not ignored
-
     def __init__(self, config, model):
         super().__init__(config, model)
         self.loss_history = {}
+        # enable_amp: the players' forward passes under autocast; enable_scaler: a gradient scaler per player
+        self.scalers = {player: torch.amp.GradScaler(self.device.type, enabled=bool(self.enable_scaler))
+                        for player in model.players()}
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, enabled=bool(self.enable_amp))
 
     def _build_optimizer(self, **kwargs):
         players = self.model.players()
@@ -60,12 +68,14 @@ class GANTrainer(RobustMixin, Trainer):
 
     def _step(self, player, loss, params):
         self._check_nan(loss, f"{player} loss")  # before backward: a NaN loss never reaches the weights
-        optimizer = self.optimizer[player]
+        optimizer, scaler = self.optimizer[player], self.scalers[player]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if self.clip_grad_norm:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, **self.clip_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx
@@ -77,9 +87,11 @@ class GANTrainer(RobustMixin, Trainer):
             if show_progress else train_data
         )
         for batch_idx, interaction in enumerate(iter_data):
-            batch = self.model.generator_batch(interaction[self.model.USER_ID].to(self.device))
+            with self._autocast():
+                batch = self.model.generator_batch(interaction[self.model.USER_ID].to(self.device))
+                discriminator_losses = self.model.discriminator_losses(batch)
             losses = {}
-            for player, loss in self.model.discriminator_losses(batch).items():
+            for player, loss in discriminator_losses.items():
                 self._step(player, loss, players[player])
                 losses[player] = loss.detach()
             alpha = self.model.alpha(epoch_idx + (batch_idx + 1) / n_batches)
@@ -87,7 +99,8 @@ class GANTrainer(RobustMixin, Trainer):
             for p in frozen:
                 p.requires_grad_(False)
             try:
-                loss, parts = self.model.generator_loss(batch, alpha)
+                with self._autocast():
+                    loss, parts = self.model.generator_loss(batch, alpha)
                 self._step("G", loss, players["G"])
             finally:
                 for p in frozen:

@@ -82,9 +82,6 @@ def check_training_options(trainer_class, config, model):
             f"adversarial training, mirror_gradient and sharpness need RecBole's training loop, "
             f"which {loop.__name__} replaces"
         )
-    if config["enable_amp"] and not getattr(trainer_class, "supports_amp", True):
-        raise RecBoleRobustError(f"enable_amp (mixed precision) is not supported by {trainer_class.__name__}, which "
-                                 "replaces RecBole's training loop")
     return terms
 
 
@@ -125,6 +122,10 @@ class RobustMixin:
         self.adv_terms = check_training_options(type(self), config, model)
         self.adv_start_epoch = config["adv_start_epoch"]
         self.adversarial_loss = AdversarialLoss(model, self.adv_terms, config["adv_type"]) if self.adv_terms else None
+        if self.adversarial_loss is not None and self.enable_amp and self.enable_scaler:
+            # the adversary's gradient is scaled against float16 underflow, by a scaler of its own (RecBole's is
+            # local to its loop), as Mirror Gradient's second step and SAM's first pass are
+            self.adversarial_loss.scaler = torch.amp.GradScaler(self.device.type)
         self._adv_optimizer = False
         self._adversarial_stage = False
         # the extra steps of a batch, built once: they keep their state (scalers, SAM, SSAM-F mask) across epochs

@@ -68,7 +68,9 @@ class DRAGON(PropagatedScores, GeneralRecommender):
                                      config["knn_k"])
             self.register_buffer("mm_adj", mm_adj, persistent=False)
             self.register_buffer("mm_adj_t", csr_transpose(mm_adj), persistent=False)
-        self.user_cooccurrence = dataset.user_cooccurrence(config["user_graph_top"])
+        # on the model's device (buffers, not saved): the user graph is resampled there every epoch
+        for name, array in zip(("indptr", "neighbours", "counts"), dataset.user_cooccurrence(config["user_graph_top"])):
+            self.register_buffer(f"user_cooccurrence_{name}", torch.from_numpy(array), persistent=False)
         self.register_buffer("user_graph", None, persistent=False)  # sampled before every epoch
         self.register_buffer("user_graph_t", None, persistent=False)
 
@@ -95,7 +97,8 @@ class DRAGON(PropagatedScores, GeneralRecommender):
 
     def pre_epoch_processing(self):
         """Resample the user-user graph (each user's ``user_graph_k`` neighbours, softmax weights)."""
-        graph = sampled_user_graph(*self.user_cooccurrence, self.user_graph_k).to(self.ui_adj.device)
+        graph = sampled_user_graph(self.user_cooccurrence_indptr, self.user_cooccurrence_neighbours,
+                                   self.user_cooccurrence_counts, self.user_graph_k)
         self.user_graph, self.user_graph_t = graph, csr_transpose(graph)
 
     def _modality(self, m):

@@ -145,12 +145,10 @@ class VBPR(GeneralRecommender):
         """The batch's negatives; cold ones are replaced once, in the batch, by random warm items."""
         neg_item = interaction[self.NEG_ITEM_ID]
         if self.content_only_cold_items:
-            cold = ~self.warm_items[neg_item]
-            if cold.any():
-                neg_item = neg_item.clone()
-                pick = torch.randint(len(self.warm_ids), (int(cold.sum()),), device=neg_item.device)
-                neg_item[cold] = self.warm_ids[pick]
-                interaction[self.NEG_ITEM_ID] = neg_item  # later passes on this batch see the same ones
+            # a random warm item is drawn for every negative and kept where the negative is cold: no host sync
+            pick = torch.randint(len(self.warm_ids), neg_item.shape, device=neg_item.device)
+            neg_item = torch.where(self.warm_items[neg_item], neg_item, self.warm_ids[pick])
+            interaction[self.NEG_ITEM_ID] = neg_item  # later passes on this batch see the same ones
         return neg_item
 
     def _batch_vectors(self, interaction):

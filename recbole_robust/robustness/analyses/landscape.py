@@ -20,13 +20,14 @@ FLAT_RADIUS = 0.5
 
 def loss_landscape(model, batches, span, points, normalise=True, seed=0):
     """Training loss on a ``points`` x ``points`` grid of (a, b) in [-span, span]^2: ``(alphas, betas, losses)``."""
-    generator = torch.Generator().manual_seed(seed)
     params = {n: p.detach() for n, p in model.named_parameters()}
+    # drawn on the model's device (a GPU's generator draws other numbers than the CPU's for the same seed)
+    generator = torch.Generator(device=next(iter(params.values())).device).manual_seed(seed)
 
     def direction():
         d = {}
         for n, p in params.items():
-            r = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+            r = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
             if normalise:
                 if p.dim() <= 1:
                     r = r * p.norm() / r.norm().clamp_min(1e-12)

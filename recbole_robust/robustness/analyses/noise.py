@@ -38,13 +38,14 @@ def gaussian_noise(model, evaluate, names, sigma, repeats, seed=0, relative=Fals
     ``evaluate(tensors)`` returns the metrics with ``tensors`` replacing the model's; ``relative``: sigma is a
     multiple of each tensor's scale (the standard deviation of its entries).
     """
-    generator = torch.Generator().manual_seed(seed)
+    # drawn on the model's device (a GPU's generator draws other numbers than the CPU's for the same seed)
+    generator = torch.Generator(device=named_tensor(model, names[0]).device).manual_seed(seed)
     draws = {}
     for _ in range(repeats):
         tensors = {}
         for n in names:
             base = named_tensor(model, n).detach()
-            noise = torch.randn(base.shape, generator=generator).to(base.device, base.dtype)
+            noise = torch.randn(base.shape, generator=generator, device=base.device, dtype=base.dtype)
             tensors[n] = base + sigma * (base.std() if relative else 1.0) * noise
         with torch.no_grad():
             result = evaluate(tensors)

@@ -82,20 +82,20 @@ def ranks(model, tensors, users, items, train_csr, with_scores=False):
     out_scores = torch.empty_like(out)
 
     def compute():
-        for start in range(0, len(users), USER_CHUNK):
+        for start in range(0, len(users), USER_CHUNK):  # on the model's device; only the ranks come back
             chunk = users[start:start + USER_CHUNK]
-            scores = _scores(model, chunk.to(device)).cpu().double()
-            chosen = items[start:start + USER_CHUNK]
+            scores = _scores(model, chunk.to(device)).clone()  # masked below: never a model's cached scores
+            chosen = items[start:start + USER_CHUNK].to(device)
             chosen = chosen.unsqueeze(1) if paired else chosen
             raw = scores.gather(1, chosen)
-            out_scores[start:start + USER_CHUNK] = raw.squeeze(1) if paired else raw
+            out_scores[start:start + USER_CHUNK] = (raw.squeeze(1) if paired else raw).cpu().double()
             scores[:, 0] = -np.inf
             rows, cols = train_csr[chunk.numpy()].nonzero()
-            scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -np.inf
+            scores[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = -np.inf
             target = scores.gather(1, chosen)
             rank = 1 + (scores.unsqueeze(1) > target.unsqueeze(2)).sum(-1).double()
             rank[torch.isinf(target)] = np.nan  # an item the user trained on (masked), or padding
-            out[start:start + USER_CHUNK] = rank.squeeze(1) if paired else rank
+            out[start:start + USER_CHUNK] = (rank.squeeze(1) if paired else rank).cpu()
 
     model.eval()
     with torch.no_grad():
@@ -144,12 +144,13 @@ def promotion(model, train_data, count, eps_list, topk=20, steps=10, step_size=N
     grid = torch.as_tensor(targets).repeat(len(users), 1)
     clean = promotion_summary(ranks(model, {}, users, grid, train_csr), topk)
     rows = [{"method": "clean", "eps": 0.0, **clean}]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)  # on the model's device
     for eps in eps_list:
         delta = promotion_perturbation(model, names, targets, users, eps, steps, step_size)
         for method in ("pgd", "random"):
             if method == "random":  # Gaussian noise with the norms of the promotion perturbation, row by row
-                delta = {n: normalise(torch.randn(d.shape, generator=generator).to(d), 1.0, "row")
+                delta = {n: normalise(torch.randn(d.shape, generator=generator, device=d.device, dtype=d.dtype), 1.0,
+                                           "row")
                          * d.norm(dim=-1, keepdim=True) for n, d in delta.items()}
             tensors = {n: named_tensor(model, n).detach() + delta[n] for n in names}
             rows.append({"method": method, "eps": float(eps),
