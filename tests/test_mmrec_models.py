@@ -1,4 +1,4 @@
-"""MMRec's newer models (MGCN, LGMRec, PGL, SMORE, MMGCF): their graphs and forward passes against dense formulas and
+"""MMRec's newer models (MGCN, LGMRec, PGL, SMORE, MMGCF, DAMRS, MVGAE): their graphs and forward passes against dense formulas and
 MMRec's code written out (training, scoring and beating Pop: test_mg_models.py)."""
 import pytest
 import torch
@@ -191,3 +191,94 @@ def test_mmgcf_fusion_equals_mmrecs_written_out(fast, fusion, weighting):
             expected = fuse([item, fuse(feats, getattr(net, "modality_concat", None))], getattr(net, "id_concat", None))
     assert torch.allclose(users, out[:net.n_users], atol=1e-5)
     assert torch.allclose(items, expected, atol=1e-5)
+
+
+def test_damrs_graphs_equal_the_dense_formulas():
+    """Each modality's item graph keeps an item's k most similar items among those at least as similar as the mean
+    pair in every modality (fewer where fewer are), then D^-1/2 A D^-1/2; the behaviour graph links each item to
+    its k items with most users in common, weighted by the count, and to itself."""
+    from recbole_robust.data.graphs import DEGREE_OFFSET, agreeing_knn_graphs, item_behaviour_graph
+
+    generator = torch.Generator().manual_seed(0)
+    features = {"image": torch.randn(40, 6, generator=generator), "text": torch.randn(40, 5, generator=generator)}
+    k = 4
+    graphs = agreeing_knn_graphs(features, k, block_size=7)
+    sims = {m: F.normalize(f.double(), dim=1) @ F.normalize(f.double(), dim=1).T for m, f in features.items()}
+    kept = (sims["image"] >= sims["image"].mean()) & (sims["text"] >= sims["text"].mean())
+    for m, sim in sims.items():
+        a = torch.zeros_like(sim)
+        for i in range(40):
+            candidates = kept[i].nonzero().squeeze(1)
+            best = candidates[sim[i, candidates].argsort(descending=True)[:k]]
+            a[i, best] = 1.0
+        d = (a.sum(1) + DEGREE_OFFSET).pow(-0.5)
+        assert torch.allclose(graphs[m].to_dense().double(), d[:, None] * a * d[None, :], atol=1e-6)
+    assert (graphs["image"].to_dense() > 0).sum(1).min() < k  # some item has fewer agreeing neighbours than k
+    users = torch.randint(0, 30, (200,), generator=generator)
+    items = torch.randint(0, 25, (200,), generator=generator)
+    graph = item_behaviour_graph(users.numpy(), items.numpy(), 30, 25, k).to_dense().double()
+    r = torch.zeros(30, 25, dtype=torch.float64)
+    r[users, items] = 1.0
+    common = r.T @ r
+    common.fill_diagonal_(0)
+    a = torch.eye(25, dtype=torch.float64)
+    for i in range(25):
+        order = sorted(range(25), key=lambda j: (-common[i, j].item(), j))
+        chosen = [j for j in order if common[i, j] > 0][:k]
+        a[i, chosen] = common[i, chosen]
+    d = (a.sum(1) + DEGREE_OFFSET).pow(-0.5)
+    assert torch.allclose(graph, d[:, None] * a * d[None, :], atol=1e-6)
+
+
+def test_damrs_weights_follow_the_views_agreement():
+    """A positive the views agree on and like gets a weight near 1 and no negative weight; one they disagree on gets
+    less; one below the batch's negatives on average that a view likes gets a negative weight."""
+    from recbole_robust.model.general_recommender.damrs import DAMRS
+
+    u = torch.full((2, 3), 5.0)
+    agree = [torch.full((2, 3), 5.0)] * 3
+    disagree = [torch.full((2, 3), 5.0), torch.full((2, 3), -5.0), torch.full((2, 3), 5.0)]
+    low = [torch.full((2, 3), -1.0)] * 3
+    pos_weight, neg_weight = DAMRS.feedback_weights(u, agree, low)
+    assert torch.all(pos_weight > 0.9) and torch.all(neg_weight == 0)
+    weaker, _ = DAMRS.feedback_weights(u, disagree, low)
+    assert torch.all(weaker < pos_weight)
+    # a positive below the batch's negatives on average, that one view scores above them: pushed the other way
+    split = [torch.full((2, 3), 5.0), torch.full((2, 3), -5.0), torch.full((2, 3), -5.0)]
+    _, pushed = DAMRS.feedback_weights(u, split, [torch.zeros(2, 3)] * 3)
+    assert torch.allclose(pushed, torch.full((2,), 0.5), atol=1e-3)
+
+
+def test_mvgae_encoder_and_fusion_equal_the_dense_formulas(fast):
+    """The mean aggregation averages a node with its neighbours (self loops); the product of experts sums the
+    precisions; evaluation scores with sigmoid of the fused mean; items are offset by n_users in the loss."""
+    from recbole_robust.model.general_recommender.mvgae import product_of_experts
+
+    trainer, train_data = trainer_of(fast, "MVGAE")
+    net = trainer.model.eval()
+    r = torch.from_numpy(train_data.dataset.inter_matrix(form="csr").toarray()).float()
+    n = net.n_users + net.n_items
+    adjacency = torch.eye(n)
+    adjacency[:net.n_users, net.n_users:] += r
+    adjacency[net.n_users:, :net.n_users] += r.T
+    assert torch.allclose(net.mean_adj.to_dense(), adjacency / adjacency.sum(1, keepdim=True), atol=1e-6)
+    mus, logvars = [torch.randn(5, 3), torch.randn(5, 3)], [torch.randn(5, 3), torch.randn(5, 3)]
+    mu, logvar = product_of_experts(mus, logvars)
+    precision = 1 / (logvars[0].exp() + 1e-8) + 1 / (logvars[1].exp() + 1e-8)
+    assert torch.allclose(logvar, -precision.log(), atol=1e-5)
+    assert torch.allclose(mu, (mus[0] / (logvars[0].exp() + 1e-8) + mus[1] / (logvars[1].exp() + 1e-8)) / precision,
+                          atol=1e-5)
+    with torch.no_grad():
+        views, fused = net.encode()
+        expected = product_of_experts(*zip(product_of_experts(*zip(*(views[m] for m in net.modalities))),
+                                           views["collaborative"]))
+        assert torch.allclose(net.forward(), torch.sigmoid(expected[0]), atol=1e-6)
+        z = torch.sigmoid(fused[0])
+        batch = next(iter(train_data))
+        user, pos, neg = batch[net.USER_ID], batch[net.ITEM_ID], batch[net.NEG_ITEM_ID]
+        score = torch.sigmoid((z[user] * z[pos + net.n_users]).sum(-1))
+        hardest = torch.sigmoid(torch.stack([(z[user] * z[j + net.n_users]).sum(-1) for j in neg]).max(0).values)
+        expected_loss = -torch.log2(torch.sigmoid(score - hardest)).sum()
+        assert torch.allclose(net.rec_loss(batch), expected_loss, rtol=1e-4)
+    assert set(net.encoders) == {"image", "audio", "collaborative"}
+    assert not any(name.endswith("preference") for name, _ in net.named_parameters())  # fixed, as MMRec's

@@ -130,6 +130,53 @@ def weighted_knn(features, k, block_size=2048):
     return torch.stack([rows, cols]), values
 
 
+def agreeing_knn_graphs(features, k, block_size=2048):
+    """DA-MRS's item-item graphs, one per modality of ``features`` ({modality: [n, F]}): the cosine similarities of
+    every modality are kept where each is at least its own mean over all pairs (a pair that is dissimilar in one
+    modality is no neighbour in any), each row keeps its ``k`` most similar of those (fewer where fewer are kept;
+    itself included), with value 1, then D^-1/2 A D^-1/2 with D the row sums + 1e-7 (MMRec's
+    ``get_knn_adj_mat`` and ``compute_normalized_laplacian``). Built in row blocks: O(n k) memory where MMRec
+    builds every dense n x n matrix. The mean of all pairs' similarities is ``|sum of the normalised rows|^2 / n^2``.
+    Returns ``{modality: CSR [n, n]}``."""
+    names = list(features)
+    normed = {m: features[m] / features[m].norm(dim=1, keepdim=True).clamp_min(1e-12) for m in names}
+    n = normed[names[0]].shape[0]
+    means = {m: normed[m].sum(0).pow(2).sum() / n ** 2 for m in names}
+    rows, cols = {m: [] for m in names}, {m: [] for m in names}
+    with torch.no_grad():
+        for start in range(0, n, block_size):
+            similarity = {m: normed[m][start:start + block_size] @ normed[m].T for m in names}
+            kept = torch.stack([similarity[m] >= means[m] for m in names]).all(0)
+            count = kept.sum(1, keepdim=True)
+            take = min(k, n)
+            for m in names:
+                top = torch.where(kept, similarity[m], -torch.inf).topk(take, dim=1).indices
+                valid = torch.arange(take, device=top.device) < count
+                rows[m].append((torch.arange(len(top), device=top.device)[:, None] + start).expand_as(top)[valid])
+                cols[m].append(top[valid])
+    graphs = {}
+    for m in names:
+        r, c = torch.cat(rows[m]), torch.cat(cols[m])
+        graphs[m] = torch.sparse_coo_tensor(torch.stack([r, c]), sym_norm(r, c, n, offset=DEGREE_OFFSET), (n, n),
+                                            check_invariants=False).coalesce().to_sparse_csr()
+    return graphs
+
+
+def item_behaviour_graph(users, items, n_users, n_items, k):
+    """DA-MRS's behaviour ("session") item graph: each item's ``k`` items with the most users in common, weighted by
+    that count (``user_cooccurrence_graph`` on the transposed interactions), plus the item itself with weight 1,
+    then D^-1/2 A D^-1/2 with D the row sums + 1e-7, as a CSR [n_items, n_items]. (The authors load it from an
+    ``item_graph_dict`` file that MMRec does not generate; this is DualGNN's construction for items.)"""
+    indptr, neighbours, counts = user_cooccurrence_graph(items, users, n_items, n_users, k)
+    own = np.arange(n_items)
+    rows = torch.from_numpy(np.concatenate([own, np.repeat(own, np.diff(indptr))]))
+    cols = torch.from_numpy(np.concatenate([own, neighbours]))
+    values = torch.from_numpy(np.concatenate([np.ones(n_items, dtype=np.float32), counts]))
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), sym_norm(rows, cols, n_items, values=values,
+                                                                       offset=DEGREE_OFFSET),
+                                   (n_items, n_items), check_invariants=False).coalesce().to_sparse_csr()
+
+
 def user_item_block(users, items, n_users, n_items):
     """The user-item block R of the normalised training graph D^-1/2 [[0, R], [R^T, 0]] D^-1/2 as a CSR
     [n_users, n_items] (MGCN's and SMORE's ``R``: users aggregate their items with the graph's weights)."""
