@@ -9,7 +9,10 @@ float16 -> float32, audio as MMRec's 'text'), and makes the compatibility fixes 
 ``lmdb`` import, ``np.float``, ``torch_scatter.scatter_add`` (-> ``Tensor.index_add_``), ``.cuda()`` calls in the
 models (-> the model's device), scipy's removed ``dok_matrix._update``, PGL's import of ``sparsesvd`` (which
 does not build on Python 3.11; only its ``global`` mode uses it), ``use_gpu: False``; each model's grid is cut to its first value, and the dataset
-config of ``baby`` is reused for ``tiktok``. ``--python`` names the interpreter that has torch, numpy, scipy, pandas,
+config of ``baby`` is reused for ``tiktok``. DA-MRS reads an item graph (``item_graph_dict_2.npy``) that MMRec does not
+generate; it is written from the training split as the plugin builds its behaviour graph
+(``graphs.user_cooccurrence_graph`` on the transposed interactions: each item's 10 items with most users in common,
+weighted by the count). ``--python`` names the interpreter that has torch, numpy, scipy, pandas,
 pyyaml and matplotlib (default: this one); it is written to ``<scratch>/python`` for ``vs_reference.py``.
 """
 import argparse
@@ -45,6 +48,21 @@ def first_values(text):
     return "\n".join(out) + "\n"
 
 
+def write_item_graph(data, k):
+    """DA-MRS's ``item_graph_dict_2.npy`` in MMRec's format ({item: (neighbours, weights)}, a pickled dict that only
+    MMRec reads) from the training rows (``x_label`` 0) of ``data/tiktok.inter``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from recbole_robust.data.graphs import user_cooccurrence_graph
+
+    rows = np.loadtxt(data / "tiktok.inter", dtype=np.int64, skiprows=1)
+    users, items = rows[rows[:, 2] == 0, 0], rows[rows[:, 2] == 0, 1]
+    n_users, n_items = int(rows[:, 0].max()) + 1, int(rows[:, 1].max()) + 1
+    indptr, neighbours, counts = user_cooccurrence_graph(items, users, n_items, n_users, k)
+    graph = {i: (neighbours[indptr[i]:indptr[i + 1]].tolist(), counts[indptr[i]:indptr[i + 1]].tolist())
+             for i in range(n_items) if indptr[i + 1] > indptr[i]}
+    np.save(data / "item_graph_dict_2.npy", graph, allow_pickle=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("git_dir")
@@ -61,6 +79,7 @@ def main():
     (data / "tiktok.inter").write_bytes((SHARED / "tiktok.inter").read_bytes().replace(b"\r", b""))
     np.save(data / "image_feat.npy", np.load(SHARED / "image_feat.npy").astype(np.float32))
     np.save(data / "text_feat.npy", np.load(SHARED / "audio_feat.npy").astype(np.float32))
+    write_item_graph(data, k=10)
     src = out / "src"
     edit(src / "utils" / "dataset.py", lambda s: re.sub(r"from utils\.data_utils import \([^)]*\)\n", "", s)
          .replace("import lmdb\n", ""))
