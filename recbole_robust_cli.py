@@ -262,6 +262,9 @@ def run(command, args, rest, argv):
         saved=args.saved == "True", preset=args.preset, resume=args.resume, pretrained=args.pretrained,
         checkpoint=args.checkpoint,
     )
+    if result is None:  # the processes of a machine other than the first of a multi-machine group
+        print("done: this machine's processes have ended; the first machine (group_offset 0) writes the results")
+        return 0
     for name, analysis in result["analyses"].items():
         print(f"{name}: {analysis.files['md']}")
     if result["saved_model_file"]:

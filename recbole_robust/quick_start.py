@@ -331,7 +331,8 @@ def prepare_run(model, dataset, config_file_list=None, config_dict=None, preset=
 
 def launch(config, run_args):
     """``run_recbole_robust(**run_args)`` in ``nproc`` processes (``trainer/distributed.py``), once the run has been
-    validated here; returns rank 0's result. An error of a worker is raised here, as one line where it is one."""
+    validated here; returns rank 0's result (None on a machine other than the first of a multi-machine group). An
+    error of a worker is raised here, as one line where it is one."""
     import pickle
 
     import torch.multiprocessing as mp
@@ -392,7 +393,8 @@ def run_recbole_robust(model=None, dataset=None, config_file_list=None, config_d
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``,
         ``saved_model_file``, and ``analyses``: ``{name: Result}`` of every attack and analysis the settings ask
-        for (``robustness/analyses/``; empty when none).
+        for (``robustness/analyses/``; empty when none). With ``nproc`` / ``world_size`` > 1: rank 0's, and None on
+        a machine other than the first of a multi-machine group.
     """
     run_args = dict(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
                     saved=saved, preset=preset, resume=resume, pretrained=pretrained, checkpoint=checkpoint,

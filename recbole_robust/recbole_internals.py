@@ -16,6 +16,7 @@ from recbole.config import Config
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.dataset import Dataset
 from recbole.evaluator import Evaluator
+from recbole.evaluator.collector import DataStruct
 from recbole.sampler import Sampler
 from recbole.trainer import Trainer
 
@@ -55,6 +56,9 @@ PRIVATE_NAMES = (
     (Dataset, "_change_feat_format", ("self",), "called: the held-out users' split back to Interactions"),
     (AbstractDataLoader, "_init_batch_size_and_step", ("self",),
      "overridden: users per batch of the plugin's full-sort and held-out user loaders"),
+    (Trainer, "_full_sort_batch_eval", ("self", "batched_data"),
+     "replaced on one trainer for one evaluation of several processes: each rank scores its share of the batches"),
+    (Trainer, "_neg_sample_batch_eval", ("self", "batched_data"), "as _full_sort_batch_eval"),
     (Evaluator, "evaluate", ("self", "dataobject"),
      "replaced on one trainer's evaluator for one call (compare.py): captures the data for per-user metrics"),
 )
@@ -67,6 +71,7 @@ TRAINER_ATTRIBUTES = ("saved_model_file", "start_epoch", "cur_step", "best_valid
 PRIVATE_ATTRIBUTES = (
     (Trainer, TRAINER_ATTRIBUTES),
     (AbstractDataLoader, ("_dataset",)),
+    (DataStruct, ("_data_dict",)),  # several processes: the collected batches of all ranks gathered into it
 )
 
 def check(version=None, names=PRIVATE_NAMES, attributes=PRIVATE_ATTRIBUTES):

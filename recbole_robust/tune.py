@@ -245,6 +245,9 @@ def tune(model, dataset, search_space, num_samples=1, scheduler="fifo", search_a
     unknown = [n for n in space if n not in config.final_config_dict]
     if unknown:
         raise RecBoleRobustError(f"search space names unknown parameters of {model}: {', '.join(unknown)}")
+    if config["nproc"] > 1 or config["world_size"] > 1 or {"nproc", "world_size"} & set(space):
+        raise RecBoleRobustError("a Ray trial is one process: nproc and world_size are not for searches (Ray "
+                                 "runs trials side by side; --cpus_per_trial gives each its threads)")
     for key in ("build_dir", "checkpoint_dir"):
         config_dict[key] = os.path.abspath(config[key])
     config_dict["data_path"] = os.path.abspath(config.external_config_dict.get("data_path") or "dataset")

@@ -107,3 +107,39 @@ def test_cli_trains_in_two_processes_and_refuses_bad_values(fast, workdir):
     refused = run_cli(["--model=BPR", "--dataset=tiktok", "--nproc=2", "--backend=mpi", *common], workdir)
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "backend" in refused.stderr
+
+
+def test_a_group_over_two_launchers_as_over_two_machines(fast, tmp_path):
+    """world_size 2 with nproc 1 on each of two "machines" (two launchers, group_offset 0 and 1, one address):
+    they train together; the first machine's rank 0 writes the log and checkpoints, the second writes none."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from recbole_robust.trainer.distributed import free_port
+
+    port = free_port()
+    common = ["--model=BPR", "--dataset=tiktok", f"--data_path={fast['data_path']}", f"--build_dir={fast['build_dir']}",
+              "--epochs=1", "--show_progress=False", "--nproc=1", "--world_size=2", f"--port={port}",
+              "--ip=127.0.0.1"]
+    folders = [tmp_path / "first", tmp_path / "second"]
+    runs = []
+    for offset, folder in enumerate(folders):
+        folder.mkdir()
+        runs.append(subprocess.Popen([sys.executable, str(REPO / "run_recbole_robust.py"), *common,
+                                      f"--group_offset={offset}"], cwd=folder, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True))
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert glob.glob(str(folders[0] / "log" / "BPR" / "*.log")) and glob.glob(str(folders[0] / "saved" / "*.pth"))
+    assert not glob.glob(str(folders[1] / "log" / "**" / "*.log"), recursive=True)
+    assert not glob.glob(str(folders[1] / "saved" / "*.pth"))
+
+
+def test_searches_refuse_several_processes(fast, tmp_path):
+    from recbole_robust.tune import tune
+
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: {grid: [0.01, 0.001]}\n")
+    with pytest.raises(RecBoleRobustError, match="a Ray trial is one process"):
+        tune("BPR", "tiktok", str(space), config_dict={**fast, "nproc": 2})

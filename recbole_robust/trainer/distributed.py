@@ -137,7 +137,9 @@ def worker_entry(local_rank, address, function, kwargs, queue):
             queue.put(("result", result))
     except BaseException as e:
         queue.put(("error", (type(e).__name__, str(e).splitlines()[0] if str(e) else type(e).__name__)))
-        raise
+        if isinstance(e, (RecBoleRobustError, KeyboardInterrupt)):  # the launcher raises it as one line
+            raise SystemExit(1) from None
+        raise  # a crash: its traceback is printed
     finally:
         leave_group()
 
