@@ -233,8 +233,19 @@ def test_damrs_graphs_equal_the_dense_formulas():
 def test_damrs_weights_follow_the_views_agreement():
     """A positive the views agree on and like gets a weight near 1 and no negative weight; one they disagree on gets
     less; one below the batch's negatives on average that a view likes gets a negative weight."""
-    from recbole_robust.model.general_recommender.damrs import DAMRS
+    from recbole_robust.model.general_recommender.damrs import DAMRS, symmetric_bernoulli_kl
 
+    a, b = torch.randn(50, dtype=torch.float64) * 3, torch.randn(50, dtype=torch.float64) * 3
+    p, q = torch.sigmoid(a), torch.sigmoid(b)
+    kl = lambda x, y: x * x.log() - x * y.log() + (1 - x) * (1 - x).log() - (1 - x) * (1 - y).log()  # noqa: E731
+    assert torch.allclose(symmetric_bernoulli_kl(a, b), kl(p, q) + kl(q, p))  # MMRec's two terms, summed
+    assert torch.isfinite(symmetric_bernoulli_kl(torch.tensor([40.0]), torch.tensor([-40.0]))).all()
+    views = [torch.softmax(torch.randn(30, 200), dim=1) for _ in range(3)]
+    shared, own = DAMRS.pseudo_labels(views[2], sum(views))
+    mm_positive = torch.topk(views[0] + views[1] + views[2] + views[2], 10, dim=-1).indices  # MMRec's, written out
+    single = torch.topk(views[2].clone().scatter_(1, mm_positive, 0), 10, dim=-1).indices
+    assert torch.equal(shared.sort(1).values, mm_positive.sort(1).values)
+    assert torch.equal(own.sort(1).values, single.sort(1).values)
     u = torch.full((2, 3), 5.0)
     agree = [torch.full((2, 3), 5.0)] * 3
     disagree = [torch.full((2, 3), 5.0), torch.full((2, 3), -5.0), torch.full((2, 3), 5.0)]

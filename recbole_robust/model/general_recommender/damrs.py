@@ -32,7 +32,8 @@ Score: ``u . (i + mean of the item views)``. Loss (MMRec's port):
 Every modality of the dataset gives a view (MMRec's port reads two, image and text; ``modalities`` selects).
 
 Where this port differs from MMRec's: the behaviour graph is built from the training split (see above); the KL is
-computed from log-sigmoids (MMRec's ``p log p`` is NaN where a sigmoid saturates to 1); the unused feature
+computed as ``(p - q)(logit_p - logit_q)``, the same sum of the two KLs (MMRec's ``p log p`` is NaN where a sigmoid
+saturates to 1); the unused feature
 projections of MMRec's port are left out; the graphs are built in blocks (MMRec's builds two dense n_items^2
 similarity matrices).
 """
@@ -50,11 +51,11 @@ PSEUDO_LABELS = 10  # neighbours taken as positives per set (MMRec's port)
 TEMPERATURE = 0.2
 
 
-def bernoulli_kl(logit_p, logit_q):
-    """KL(Bernoulli(sigmoid(logit_p)) || Bernoulli(sigmoid(logit_q))), element-wise, from log-sigmoids."""
-    p = torch.sigmoid(logit_p)
-    return p * (F.logsigmoid(logit_p) - F.logsigmoid(logit_q)) + (1 - p) * (
-        F.logsigmoid(-logit_p) - F.logsigmoid(-logit_q))
+def symmetric_bernoulli_kl(logit_p, logit_q):
+    """KL(p || q) + KL(q || p) of Bernoulli(p = sigmoid(logit_p)) and Bernoulli(q = sigmoid(logit_q)), element-wise:
+    ``(p - q)(logit_p - logit_q)``, the sum of MMRec's two ``p log p - p log q + ...`` terms written exactly, without
+    the logarithms that are NaN where a sigmoid saturates."""
+    return (torch.sigmoid(logit_p) - torch.sigmoid(logit_q)) * (logit_p - logit_q)
 
 
 class DAMRS(PropagatedScores, GeneralRecommender):
@@ -117,14 +118,23 @@ class DAMRS(PropagatedScores, GeneralRecommender):
         return pos_weight, neg_weight
 
     @staticmethod
-    def neighbour_discrimination(probabilities, view, batch_items, h):
-        """InfoNCE of the batch's items against the pseudo-labelled neighbours in one view (module docstring)."""
-        with torch.no_grad():
-            others = sum(p for v, p in probabilities.items() if v != view)
-            shared = torch.topk(others + 2 * probabilities[view], PSEUDO_LABELS, dim=-1).indices
-            own = torch.topk(probabilities[view].scatter(1, shared, 0), PSEUDO_LABELS, dim=-1).indices
-        normed, anchors = F.normalize(h, dim=1), F.normalize(h[batch_items], dim=1)
-        total = torch.exp(anchors @ normed.T / TEMPERATURE).sum(1)
+    @torch.no_grad()
+    def pseudo_labels(probability, total, buffer=None):
+        """The view's two sets of pseudo-labelled neighbours [batch, 10]: the items with the highest sum of the other
+        views' probabilities plus twice this view's (``total + probability``, ``total`` the sum over the views; into
+        ``buffer`` where given), and the next 10 by this view alone (the first 10 of its top 20 that are not in the
+        first set)."""
+        shared = torch.topk(torch.add(total, probability, out=buffer), PSEUDO_LABELS, dim=-1).indices
+        candidates = torch.topk(probability, 2 * PSEUDO_LABELS, dim=-1).indices
+        fresh = ~(candidates[:, :, None] == shared[:, None, :]).any(-1)
+        order = torch.sort((~fresh).to(torch.int8), dim=1, stable=True).indices[:, :PSEUDO_LABELS]
+        return shared, candidates.gather(1, order)
+
+    @staticmethod
+    def neighbour_discrimination(shared, own, scaled_similarity, anchors, normed):
+        """InfoNCE of the batch's items (``anchors``, normalised) against their pseudo-labelled neighbours in one view
+        (module docstring); ``scaled_similarity`` is ``anchors @ normed.T / TEMPERATURE``."""
+        total = torch.exp(scaled_similarity).sum(1)
         shared_score = torch.exp((anchors[:, None] * normed[shared]).sum(-1) / TEMPERATURE).sum(1)
         own_score = torch.exp((anchors[:, None] * normed[own]).sum(-1) / TEMPERATURE).sum(1)
         loss = -torch.log(shared_score / total + 1e-9) - torch.log(own_score / (total - shared_score) + 1e-9)
@@ -147,15 +157,24 @@ class DAMRS(PropagatedScores, GeneralRecommender):
         users, items, views = self.forward()
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         batch_users, batch_items = torch.unique(user), torch.unique(torch.cat([pos, neg]))
-        with torch.no_grad():
-            probabilities = {v: F.softmax(F.normalize(h[batch_items], dim=1) @ F.normalize(h, dim=1).T, dim=1)
-                             for v, h in views.items()}
-        discrimination = sum(self.neighbour_discrimination(probabilities, v, batch_items, h)
-                             for v, h in views.items()) / len(views)
+        # each view's cosine similarities of the batch's items to every item / TEMPERATURE, computed once (the
+        # temperature folded into the product): the pseudo-labels' softmax (without gradient) and the denominators
+        normed = {v: F.normalize(h, dim=1) for v, h in views.items()}
+        anchors = {v: n[batch_items] for v, n in normed.items()}
+        scaled = {v: (anchors[v] / TEMPERATURE) @ normed[v].T for v in views}
+        with torch.no_grad():  # [batch items, n_items] each: summed in place, one buffer for the views' sums
+            probabilities = {v: F.softmax(s.detach() * TEMPERATURE, dim=1) for v, s in scaled.items()}
+            first, *rest = probabilities.values()
+            total = first.clone()
+            for probability in rest:
+                total.add_(probability)
+            buffer = torch.empty_like(total)
+        discrimination = sum(self.neighbour_discrimination(*self.pseudo_labels(probabilities[v], total, buffer),
+                                                           scaled[v], anchors[v], normed[v]) for v in views) / len(views)
         u = users[batch_users]
         content = torch.stack(list(views.values())).mean(0)
         logit_graph = u @ F.normalize(items[batch_items], dim=-1).T
         logit_content = u @ F.normalize(content[batch_items], dim=-1).T
-        alignment = (bernoulli_kl(logit_graph, logit_content) + bernoulli_kl(logit_content, logit_graph)).mean()
+        alignment = symmetric_bernoulli_kl(logit_graph, logit_content).mean()
         return self._weighted_bpr(interaction, users, items, views) + self.neighbor_weight * discrimination \
             + self.kl_weight * alignment
