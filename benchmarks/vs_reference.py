@@ -80,8 +80,10 @@ class Release:
     def __init__(self, folder):
         self.folder = Path(folder).resolve()
         self.src, self.python = self.folder / "src", self.folder / "venv" / "bin" / "python"
-        self.kind = "release" if (self.src / "configs" / "mg.yaml").is_file() else "mmrec"
-        if (self.folder / "python").is_file():  # benchmarks/mmrec_setup.py names the interpreter
+        # benchmarks/mmrec_setup.py names the interpreter in a file (MMRec's latest has the MG release's configs/mg.yaml
+        # too, so that file does not tell them apart)
+        self.kind = "mmrec" if (self.folder / "python").is_file() else "release"
+        if self.kind == "mmrec":
             self.python = Path((self.folder / "python").read_text().strip())
         self.overall = self.src / "configs" / "overall.yaml"
         if not self.python.is_file() or not self.overall.is_file():

@@ -169,8 +169,10 @@ class DAMRS(PropagatedScores, GeneralRecommender):
             for probability in rest:
                 total.add_(probability)
             buffer = torch.empty_like(total)
-        discrimination = sum(self.neighbour_discrimination(*self.pseudo_labels(probabilities[v], total, buffer),
-                                                           scaled[v], anchors[v], normed[v]) for v in views) / len(views)
+            labels = {v: self.pseudo_labels(probabilities[v], total, buffer) for v in views}
+            del probabilities, total, buffer  # freed before the discrimination's own [batch items, n_items] tensors
+        discrimination = sum(self.neighbour_discrimination(*labels[v], scaled[v], anchors[v], normed[v])
+                             for v in views) / len(views)
         u = users[batch_users]
         content = torch.stack(list(views.values())).mean(0)
         logit_graph = u @ F.normalize(items[batch_items], dim=-1).T
