@@ -161,11 +161,11 @@ class LightGCNEncoder(nn.Module):
     def forward(self, users, items, adjacency=None, adjacency_t=None):
         adjacency = self.norm_adj if adjacency is None else adjacency
         ego = torch.cat([users, items])
-        layers = [ego]
-        for _ in range(self.n_layers):
+        out = ego
+        for _ in range(self.n_layers):  # a running sum: no stacked copy of the layers, forward or backward
             ego = graph_product(adjacency, ego, adjacency_t)
-            layers.append(ego)
-        out = torch.stack(layers).mean(0)
+            out = out + ego
+        out = out / (self.n_layers + 1)
         return out[: self.n_users], out[self.n_users:]
 
 
