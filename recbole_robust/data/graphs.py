@@ -143,12 +143,12 @@ def agreeing_knn_graphs(features, k, block_size=2048):
     n = normed[names[0]].shape[0]
     means = {m: normed[m].sum(0).pow(2).sum() / n ** 2 for m in names}
     rows, cols = {m: [] for m in names}, {m: [] for m in names}
+    take = min(k, n)
     with torch.no_grad():
         for start in range(0, n, block_size):
             similarity = {m: normed[m][start:start + block_size] @ normed[m].T for m in names}
             kept = torch.stack([similarity[m] >= means[m] for m in names]).all(0)
             count = kept.sum(1, keepdim=True)
-            take = min(k, n)
             for m in names:
                 top = torch.where(kept, similarity[m], -torch.inf).topk(take, dim=1).indices
                 valid = torch.arange(take, device=top.device) < count

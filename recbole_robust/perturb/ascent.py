@@ -74,7 +74,7 @@ def attack_perturbations(model, train_data, terms, eps, method="fgm", pgd=None, 
     """The attack's perturbed tensors ``{name: tensor}`` of every target group at norm ``eps``."""
     tensors = {}
     if method == "pgd":  # one draw of the batches: PGD's first step is FGM's on the same loss
-        train_data = drawn_batches(train_data, named_tensor(model, terms[0][0][0]).device)
+        train_data = drawn_batches(train_data, next(model.parameters()).device)
     for names, kinds in terms:
         grads = (gradients_at_zero or {}).get(tuple(names))
         if grads is None and not (method == "pgd" and (pgd or {}).get("random_start")):

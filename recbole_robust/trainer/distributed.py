@@ -197,40 +197,26 @@ def broadcast_state(model):
                 dist.broadcast(tensor, src=0)
 
 
-def _pack_rng():
-    from recbole_robust.trainer.checkpoint import rng_state
+def broadcast_rng():
+    """Every rank takes rank 0's torch, CUDA, NumPy and Python random generators (``checkpoint.rng_state``, packed
+    into one int64 tensor for the broadcast, restored by ``checkpoint.set_rng_state``)."""
+    if not is_distributed():
+        return
+    from recbole_robust.trainer.checkpoint import rng_state, set_rng_state
 
     state = rng_state()
     n, p = state["numpy"], state["python"]
-    floats = [n["cached_gaussian"], 0.0 if p["gauss"] is None else p["gauss"]]
-    bits = np.frombuffer(struct.pack("<2d", *floats), dtype=np.int64)
-    head = [n["pos"], n["has_gauss"], p["version"], int(p["gauss"] is not None), *bits.tolist()]
-    parts = [state["torch"].to(torch.int64), n["keys"], torch.tensor(p["state"], dtype=torch.int64),
-             torch.tensor(head, dtype=torch.int64)]
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        parts.insert(1, torch.cuda.get_rng_state().to(torch.int64))
-    return parts
-
-
-def broadcast_rng():
-    """Every rank takes rank 0's torch (and current CUDA device's), NumPy and Python random generators."""
-    if not is_distributed():
-        return
-    import random
-
-    parts = _pack_rng()
-    sizes = [len(t) for t in parts]
-    flat = torch.cat(parts).to(_comm_device())
+    floats = np.frombuffer(struct.pack("<2d", n["cached_gaussian"], p["gauss"] or 0.0), dtype=np.int64).tolist()
+    head = torch.tensor([n["pos"], n["has_gauss"], p["version"], p["gauss"] is not None, *floats])
+    parts = [state["torch"], *state["cuda"], n["keys"], torch.tensor(p["state"]), head]
+    flat = torch.cat([t.to(torch.int64) for t in parts]).to(_comm_device())
     dist.broadcast(flat, src=0)
-    parts = list(flat.cpu().split(sizes))
-    torch.set_rng_state(parts.pop(0).to(torch.uint8))
-    if len(parts) == 4:
-        torch.cuda.set_rng_state(parts.pop(0).to(torch.uint8))
-    keys, python, head = parts
+    torch_state, *cuda, keys, python, head = flat.cpu().split([len(t) for t in parts])
     pos, has_gauss, version, has_python_gauss, *bits = head.tolist()
     cached, gauss = struct.unpack("<2d", np.array(bits, dtype=np.int64).tobytes())
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate((version, tuple(python.tolist()), gauss if has_python_gauss else None))
+    set_rng_state({"torch": torch_state.to(torch.uint8), "cuda": [c.to(torch.uint8) for c in cuda],
+                   "numpy": {"keys": keys, "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached},
+                   "python": {"version": version, "state": python.tolist(), "gauss": gauss if has_python_gauss else None}})
 
 
 def average_losses(total_loss):
@@ -323,7 +309,7 @@ def shard_batches(train_data):
     RecBole's loader still draws the global batch (same shuffle and negatives on every rank: the generators are
     alike); its collate function is wrapped once.
     """
-    if not is_distributed() or getattr(train_data, "_sharded", False):
+    if not is_distributed() or hasattr(train_data, "_unsharded_collate"):
         return
     rank, size = world()
     collate = train_data.collate_fn
@@ -337,14 +323,13 @@ def shard_batches(train_data):
 
     train_data._unsharded_collate = collate
     train_data.collate_fn = shard
-    train_data._sharded = True
 
 
 def unshard_batches(train_data):
     """Undo ``shard_batches``: whole batches again (for the attacks and analyses after training, in rank 0)."""
-    if getattr(train_data, "_sharded", False):
+    if hasattr(train_data, "_unsharded_collate"):
         train_data.collate_fn = train_data._unsharded_collate
-        train_data._sharded = False
+        del train_data._unsharded_collate
 
 
 _GATHERED = ("rec.items", "rec.topk", "rec.meanrank", "rec.score", "data.label")
@@ -367,7 +352,7 @@ def _gather_rows(tensor):
     known = [h for h in heads if h[0] >= 0]
     if not known:
         return None
-    dtype, ndim, _, cols = known[0][0], known[0][1], None, known[0][3]
+    dtype, ndim, _, cols = known[0]
     longest = max(h[2] for h in heads)
     padded = torch.zeros(longest, cols, dtype=torch.float64, device=device)
     if tensor is not None:

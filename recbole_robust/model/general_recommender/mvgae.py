@@ -86,7 +86,7 @@ class ViewEncoder(nn.Module):
         nn.init.xavier_normal_(self.combines[0].weight)  # MMRec re-initialises g_layer1 only
         self.conv_mu, self.conv_logvar = MeanConv(d, d, dropout), MeanConv(d, d, dropout)
         self.linear_mu, self.linear_logvar = _xavier_linear(d, d), _xavier_linear(d, d)
-        self.combine_mu, self.combine_logvar = _xavier_linear(d, d), nn.Linear(d, d)  # g_layer5: PyTorch's init
+        self.combine_mu, self.combine_logvar = _xavier_linear(d, d), _xavier_linear(d, d)
 
     def forward(self, features, adjacency, adjacency_t):
         x = F.normalize(torch.cat([self.preference, self.projection(features)]))
