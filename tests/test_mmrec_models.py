@@ -62,6 +62,39 @@ def test_mgcn_fusion_is_the_papers_with_two_modalities(fast):
     assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["in-batch", "all candidates", "no rows"])
+def test_info_nce_equals_mmrecs_written_out_with_repeated_rows(form):
+    """The InfoNCE of MGCN, SMORE, LGMRec and PGL computes each repeated batch row once, weighted by its count, and
+    its own backward pass: value and gradients equal MMRec's form over the batch's rows, repeats included."""
+    from recbole_robust.model.general_recommender.mgcn import info_nce
+
+    def mmrec(view1, view2, candidates=None, reduction="mean"):  # MMRec's InfoNCE / LGMRec's ssl_triple_loss
+        view1, view2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+        candidates = view2 if candidates is None else F.normalize(candidates, dim=1)
+        pos = torch.exp((view1 * view2).sum(-1) / 0.2)
+        losses = -torch.log(pos / torch.exp(view1 @ candidates.T / 0.2).sum(1))
+        return losses.sum() if reduction == "sum" else losses.mean()
+
+    torch.manual_seed(0)
+    a = torch.randn(40, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(40, 8, dtype=torch.float64, requires_grad=True)
+    rows = torch.randint(0, 40, (100,))  # about 37 distinct rows, repeated
+    assert len(rows.unique()) < len(rows)
+    ours, expected = {
+        "in-batch": lambda: (info_nce(a, b, rows), mmrec(a[rows], b[rows])),
+        "all candidates": lambda: (info_nce(a, b, rows, 0.2, b, "sum"), mmrec(a[rows], b[rows], b, "sum")),
+        "no rows": lambda: (info_nce(a[rows], b[rows]), mmrec(a[rows], b[rows])),
+    }[form]()
+    assert torch.allclose(ours, expected, rtol=1e-12)
+    for got, want in zip(torch.autograd.grad(ours, [a, b]), torch.autograd.grad(expected, [a, b])):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: computed in float32, gradients flow back
+        loss = info_nce(a.float(), b.float(), rows)
+    assert loss.dtype == torch.float32 and torch.isclose(loss.double(), mmrec(a[rows], b[rows]), rtol=1e-5)
+    loss.backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
 def test_lgmrec_forward_equals_mmrecs_written_out(fast):
     """MMRec's LGMRec.forward for image and text with dense matrices, the same Gumbel draws (evaluation: no dropout)."""
     trainer, train_data = trainer_of(fast, "LGMRec")

@@ -119,6 +119,6 @@ class LGMRec(BPRPropagation, GeneralRecommender):
         if len(hyper) > 1:
             pairs = zip(hyper, hyper[1:] + hyper[:1]) if len(hyper) > 2 else [(hyper[0], hyper[1])]
             loss = loss + self.cl_weight * sum(  # MMRec's ssl_triple_loss: against all users / items, summed
-                info_nce(a_u[user], b_u[user], TAU, b_u, "sum") + info_nce(a_i[pos], b_i[pos], TAU, b_i, "sum")
+                info_nce(a_u, b_u, user, TAU, b_u, "sum") + info_nce(a_i, b_i, pos, TAU, b_i, "sum")
                 for (a_u, a_i), (b_u, b_i) in pairs)
         return loss

@@ -45,18 +45,74 @@ from recbole_robust.model.layers import LightGCNEncoder, graph_product
 TEMPERATURE = 0.2
 
 
-def info_nce(view1, view2, temperature=TEMPERATURE, candidates=None, reduction="mean"):
-    """InfoNCE of paired rows of two views against ``candidates`` (default: the rows of ``view2``), averaged over the
-    rows (MGCN, SMORE, PGL) or summed (``reduction="sum"``: LGMRec's ``ssl_triple_loss``).
+class _LogSumExpRows(torch.autograd.Function):
+    """``sum_u w_u log sum_v c_v exp(a_u . b_v)``: InfoNCE's denominator term, with row weights ``w`` and candidate
+    weights ``c`` (``None``: all 1), computed in float32 or wider (autocast off, as
+    ``custom_fwd(cast_inputs=float32)``).
+
+    One [U, V] matrix is made (the products, exponentiated in place) and kept for the backward pass, which scales the
+    small [U, d] / [V, d] factors instead of the matrix: ``grad_a = coef * (P @ (c * b))``, ``grad_b = c * (P^T @
+    (coef * a))`` with ``coef = grad * w / denominator``. Autograd's own version makes three more [U, V] tensors (the
+    exp's output, the sum's expanded gradient, the exp's gradient); each is a fresh allocation, page-faulted in
+    (on the CPU a new 16 MiB tensor costs more than the exp computed into it)."""
+
+    @staticmethod
+    def forward(ctx, a, b, row_weights, col_weights):
+        ctx.dtypes = a.dtype, b.dtype
+        dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+        row_weights, col_weights = (None if w is None else w.to(dtype) for w in (row_weights, col_weights))
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            a, b = a.to(dtype), b.to(dtype)
+            products = torch.mm(a, b.T).exp_()
+            denominator = products.sum(1) if col_weights is None else products @ col_weights
+            logs = denominator.log()
+            out = logs.sum() if row_weights is None else logs @ row_weights
+        ctx.save_for_backward(a, b, products, denominator, row_weights, col_weights)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, products, denominator, row_weights, col_weights = ctx.saved_tensors
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            coef = grad.to(denominator.dtype) / denominator
+            if row_weights is not None:
+                coef = coef * row_weights
+            coef = coef.unsqueeze(1)
+            grad_a = coef * (products @ (b if col_weights is None else col_weights.unsqueeze(1) * b))
+            grad_b = products.T @ (coef * a)
+            if col_weights is not None:
+                grad_b = col_weights.unsqueeze(1) * grad_b
+        return grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]), None, None
+
+
+def info_nce(view1, view2, rows=None, temperature=TEMPERATURE, candidates=None, reduction="mean"):
+    """InfoNCE of the paired rows ``rows`` of two views against ``candidates`` (default: the batch's rows of
+    ``view2``), averaged over the batch's rows (MGCN, SMORE, PGL) or summed (``reduction="sum"``: LGMRec's
+    ``ssl_triple_loss``); ``rows=None``: ``view1`` and ``view2`` are the batch's rows themselves.
+
+    A batch repeats users and items (TikTok's batches of 2,048 interactions hold about 690 distinct users and 1,360
+    distinct items): each distinct row is computed once and weighted by its count, as a row and, in-batch, as a
+    candidate; the loss and its gradient are the same sums over the batch, in another order (tested against MMRec's
+    form).
 
     The rows are unit vectors, so every logit lies in [-1/temperature, 1/temperature] and ``exp`` cannot overflow:
-    no max is subtracted (``logsumexp`` would add two passes over the batch x candidates matrix), and the temperature
-    scales one view's rows before the product instead of the product's entries."""
+    no max is subtracted, and the temperature scales one view's rows before the product."""
+    counts = None
+    if rows is not None:
+        rows, counts = torch.unique(rows, return_counts=True)
+        counts = counts.to(view1.dtype)
+        view1, view2 = view1[rows], view2[rows]
+    n = view1.shape[0] if counts is None else counts.sum()
     view1 = F.normalize(view1, dim=1) / temperature
     view2 = F.normalize(view2, dim=1)
-    candidates = view2 if candidates is None else F.normalize(candidates, dim=1)
-    losses = (view1 @ candidates.T).exp().sum(1).log() - (view1 * view2).sum(-1)
-    return losses.sum() if reduction == "sum" else losses.mean()
+    if candidates is None:
+        candidates, col_weights = view2, counts
+    else:
+        candidates, col_weights = F.normalize(candidates, dim=1), None
+    positives = (view1 * view2).sum(-1)
+    positives = (positives if counts is None else positives * counts).sum()
+    loss = _LogSumExpRows.apply(view1, candidates, counts, col_weights) - positives
+    return loss if reduction == "sum" else loss / n
 
 
 class SideViewLoss(BPRPropagation):
@@ -95,7 +151,7 @@ class SideViewLoss(BPRPropagation):
         users, items, side, content = self.views()
         u, p, n = users[user], items[pos], items[neg]
         regulariser = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
-        contrast = info_nce(side[self.n_users + pos], content[self.n_users + pos]) + info_nce(side[user], content[user])
+        contrast = info_nce(side, content, self.n_users + pos) + info_nce(side, content, user)
         return self.bpr(u, p, n) + self.reg_weight * regulariser + self.cl_weight * contrast
 
 
