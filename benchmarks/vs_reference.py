@@ -13,7 +13,9 @@ subprocesses with the same thread count, on the same data. Both log RecBole-styl
 ``epoch N training [time: Xs ...]`` and ``epoch N evaluating [time: Ys ...]``, which are parsed; the
 first epoch is left out of the means (start-up). Peak RSS is the child's ``ru_maxrss``.
 Timing runs use ``--epochs`` epochs; ``--accuracy`` trains to early stopping (the release's cap of
-1000 epochs, patience 20) for each seed and reports test Recall/NDCG@5/20 as mean +- std.
+1000 epochs, patience 20) for each seed and reports test Recall/NDCG@5/20 as mean +- std; with ``--curves`` it
+also prints, for each seed, both sides' training loss and validation score epoch by epoch and their best epochs
+(where two runs part, the curves show when).
 
 The release reads its settings from ``src/configs/overall.yaml``; the script sets ``epochs`` and
 ``seed`` there for each run and restores the file afterwards.
@@ -34,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 EPOCH = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
 METRIC = re.compile(r"'?(recall@\d+|ndcg@\d+)'?(?::|,) ([0-9.]+)")
 METRICS = ("recall@5", "recall@20", "ndcg@5", "ndcg@20")
+TRAIN_LOSS = re.compile(r"epoch (\d+) training \[time: [0-9.]+s, (.*)\]")
+VALID_SCORE = re.compile(r"epoch (\d+) evaluating \[time: [0-9.]+s, valid_score: ([0-9.]+)\]")
 RELEASE_NAMES = {"SelfCF": "SELFCFED_LGN"}  # the release's name of a model, where it differs from ours
 
 
@@ -68,6 +72,32 @@ def epoch_times(text):
         return statistics.mean(values) if values else float("nan")
 
     return mean(times["training"]), mean(times["evaluating"]), len(times["training"])
+
+
+def curve(text):
+    """``{epoch: [training loss (the sum of the logged losses), validation score]}``."""
+    points = {}
+    for epoch, losses in TRAIN_LOSS.findall(text):
+        points.setdefault(int(epoch), [None, None])[0] = sum(float(v) for v in re.findall(r": ([-0-9.]+)", losses))
+    for epoch, score in VALID_SCORE.findall(text):
+        points.setdefault(int(epoch), [None, None])[1] = float(score)
+    return points
+
+
+def print_curves(model, seed, sides):
+    """Both sides' training loss and validation score per epoch, and each side's best validation epoch."""
+    curves = {side: curve(text) for side, text in sides.items()}
+    epochs = sorted(set().union(*curves.values()))
+    rows = [[e] + [v if v is not None else "" for side in curves for v in curves[side].get(e, [None, None])]
+            for e in epochs]
+    headers = ["epoch"] + [f"{side} {what}" for side in curves for what in ("train loss", "valid score")]
+    print(f"\n{model}, seed {seed}: training loss and validation score per epoch")
+    print(tabulate(rows, headers=headers, tablefmt="github", floatfmt=".4f"))
+    for side, points in curves.items():
+        scored = [(v[1], -e) for e, v in points.items() if v[1] is not None]
+        if scored:
+            best, epoch = max(scored)
+            print(f"{side}: best validation score {best:.4f} at epoch {-epoch}, last epoch {max(points)}")
 
 
 def test_metrics(text, marker):
@@ -130,6 +160,8 @@ def main():
     parser.add_argument("--accuracy_epochs", type=int, default=1000,
                         help="epoch cap of an accuracy run (default: the release's 1000; early stopping ends it)")
     parser.add_argument("--no_timing", action="store_true", help="skip the timing runs (with --accuracy)")
+    parser.add_argument("--curves", action="store_true",
+                        help="with --accuracy: print both sides' training loss and validation score per epoch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[999, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data_path", default=str(REPO.parent / "shared" / "datasets"))
@@ -162,13 +194,14 @@ def main():
         print(tabulate([list(r.values()) for r in speed], headers=list(speed[0]), tablefmt="github", floatfmt=".3f"))
 
     if args.accuracy:
-        rows = []
+        rows, logs = [], {}
         for model in args.models:
             for side, runner in sides:
                 results = []
                 for seed in args.seeds:
-                    *_, metrics = runner(model, args.accuracy_epochs, seed, mg_settings[0], args.threads,
-                                         args.timeout)
+                    text, _, _, metrics = runner(model, args.accuracy_epochs, seed, mg_settings[0], args.threads,
+                                                 args.timeout)
+                    logs.setdefault((model, seed), {})[side] = text
                     results.append(metrics())
                     print(f"{model} {side} seed {seed}: " + ", ".join(f"{m} {results[-1][m]:.4f}" for m in METRICS),
                           flush=True)
@@ -178,6 +211,9 @@ def main():
         print(f"\nTest metrics on tiktok, MG {'on' if mg_settings[0] else 'off'}, trained to early stopping (at most "
               f"{args.accuracy_epochs} epochs), seeds {args.seeds}")
         print(tabulate(rows, headers=["model", "side", *METRICS], tablefmt="github"))
+        if args.curves:
+            for (model, seed), texts in logs.items():
+                print_curves(model, seed, texts)
 
 
 if __name__ == "__main__":
