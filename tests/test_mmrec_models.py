@@ -45,7 +45,7 @@ def test_mgcn_fusion_is_the_papers_with_two_modalities(fast):
     trainer, _ = trainer_of(fast, "MGCN")
     net = trainer.model.eval()
     with torch.no_grad():
-        users, items, _, _ = net.views()
+        users, items = net.forward()
         ids, adj = net.item_id_embedding.weight, net.encoder.norm_adj.to_dense()
         ego = torch.cat([net.user_embedding.weight, ids])
         content = (ego + adj @ ego + adj @ adj @ ego) / 3  # two user-item layers, mean with the ego layer
@@ -93,6 +93,38 @@ def test_info_nce_equals_mmrecs_written_out_with_repeated_rows(form):
     assert loss.dtype == torch.float32 and torch.isclose(loss.double(), mmrec(a[rows], b[rows]), rtol=1e-5)
     loss.backward()
     assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
+@pytest.mark.parametrize("model", ["MGCN", "SMORE"])
+def test_side_view_loss_over_the_batchs_rows_equals_the_loss_over_all_rows(fast, model):
+    """MGCN's and SMORE's training loss computes the views' per-row part for the batch's rows only: its value and
+    every parameter's gradient equal MMRec's loss over the whole views, indexed by the batch (SMORE's gate dropout
+    off: the two computations would draw different masks)."""
+    trainer, train_data = trainer_of(fast, model, **({"dropout_rate": 0.0} if model == "SMORE" else {}))
+    net = trainer.model.train()
+    batch = next(iter(train_data))
+    user, pos, neg = batch[net.USER_ID], batch[net.ITEM_ID], batch[net.NEG_ITEM_ID]
+    assert len(user.unique()) < len(user)  # the batch repeats users
+    params = [p for p in net.parameters() if p.requires_grad]
+    ours = net.calculate_loss(batch)
+    grads = torch.autograd.grad(ours, params, allow_unused=True)
+
+    def nce(view1, view2):  # MMRec's InfoNCE over the batch's rows
+        view1, view2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+        scores = torch.exp(view1 @ view2.T / 0.2)
+        return -torch.log(scores.diag() / scores.sum(1)).mean()
+
+    final, side, content = net.views()
+    users, items = final[:net.n_users], final[net.n_users:]
+    u, p, n = users[user], items[pos], items[neg]
+    expected = (net.bpr(u, p, n) + net.reg_weight * 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum())
+                / net.batch_size + net.cl_weight * (nce(side[net.n_users + pos], content[net.n_users + pos])
+                                                    + nce(side[user], content[user])))
+    assert torch.allclose(ours, expected, rtol=1e-5)
+    for param, got, want in zip(params, grads, torch.autograd.grad(expected, params, allow_unused=True)):
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-7), param.shape
 
 
 def test_lgmrec_forward_equals_mmrecs_written_out(fast):
@@ -174,7 +206,7 @@ def test_smore_forward_equals_mmrecs_written_out(fast):
     trainer, _ = trainer_of(fast, "SMORE")
     net = trainer.model.eval()
     with torch.no_grad():
-        users, items, _, _ = net.views()
+        users, items = net.forward()
         ids, d = net.item_id_embedding.weight, net.embedding_size
         adj = net.encoder.norm_adj.to_dense()
         ego = torch.cat([net.user_embedding.weight, ids])

@@ -95,8 +95,8 @@ class SMORE(SideViewLoss, GeneralRecommender):
         return {p: torch.fft.irfft(s * torch.view_as_complex(self.filters[p]), n=d, dim=1, norm="ortho")
                 for p, s in spectrum.items()}
 
-    def views(self):
-        """``(final users, final items, side [n_users + n_items, d], ID view [n_users + n_items, d])``."""
+    def views(self, rows=None):
+        """``(final, side, ID view)``, [n_users + n_items, d] each (users first), or their ``rows``."""
         ids = self.item_id_embedding.weight
         content = torch.cat(self.encoder(self.user_embedding.weight, ids))
         views = {}
@@ -105,10 +105,11 @@ class SMORE(SideViewLoss, GeneralRecommender):
             for _ in range(self.n_layers):
                 h = graph_product(getattr(self, f"item_graph_{part}"), h, getattr(self, f"item_graph_t_{part}"))
             views[part] = torch.cat([graph_product(self.user_item, h, self.user_item_t), h])
+        if rows is not None:
+            content, views = content[rows], {part: view[rows] for part, view in views.items()}
         fusion = views[FUSION]
         parts = [self.gate_dropout(self.preferences[m](content)) * torch.softmax(self.queries[m](fusion), dim=-1)
                  * views[m] for m in self.modalities]
         parts.append(self.gate_dropout(self.preferences[FUSION](content)) * fusion)
         side = torch.stack(parts).mean(0)
-        final = content + side
-        return final[:self.n_users], final[self.n_users:], side, content
+        return content + side, side, content
