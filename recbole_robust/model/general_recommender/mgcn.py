@@ -93,7 +93,7 @@ def info_nce(view1, view2, rows=None, temperature=TEMPERATURE, candidates=None, 
     A batch repeats users and items (TikTok's batches of 2,048 interactions hold about 690 distinct users and 1,360
     distinct items): each distinct row is computed once and weighted by its count, as a row and, in-batch, as a
     candidate; the loss and its gradient are the same sums over the batch, in another order (tested against MMRec's
-    form).
+    form). On a GPU ``torch.unique`` waits for the device, as RecBole's loop does once a batch (``loss.item()``).
 
     The rows are unit vectors, so every logit lies in [-1/temperature, 1/temperature] and ``exp`` cannot overflow:
     no max is subtracted, and the temperature scales one view's rows before the product."""
