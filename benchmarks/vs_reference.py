@@ -18,7 +18,10 @@ also prints, for each seed, both sides' training loss and validation score epoch
 (where two runs part, the curves show when).
 
 The release reads its settings from ``src/configs/overall.yaml``; the script sets ``epochs`` and
-``seed`` there for each run and restores the file afterwards.
+``seed`` there for each run and restores the file afterwards. Ours selects its best epoch on the reference's
+``valid_metric`` (read from that file: the release's Recall@5, MMRec's Recall@20), or on ``--valid_metric``; without
+a reference, on the preset's (Recall@5). Selecting on another metric than the reference moves the test metrics:
+with a capped number of epochs, Recall@5 up and Recall@20 down.
 """
 import argparse
 import os
@@ -119,6 +122,8 @@ class Release:
         if not self.python.is_file() or not self.overall.is_file():
             raise SystemExit(f"{folder} is not a folder prepared by mg-release-setup.sh (src/, venv/) or "
                              "benchmarks/mmrec_setup.py (src/, python)")
+        found = re.search(r"(?m)^valid_metric: *([A-Za-z]+@\d+)", self.overall.read_text())
+        self.valid_metric = found.group(1).lower() if found else None
 
     def __call__(self, model, epochs, seed, mg, threads, timeout):
         if self.kind == "mmrec" and mg:
@@ -136,11 +141,11 @@ class Release:
         return text, seconds, rss, lambda: test_metrics(text, "Test: ")
 
 
-def ours(model, epochs, seed, mg, threads, timeout, data_path, workdir):
+def ours(model, epochs, seed, mg, threads, timeout, data_path, workdir, valid_metric=None):
     command = [sys.executable, str(REPO / "run_recbole_robust.py"), f"--model={model}", "--dataset=tiktok",
                "--preset=mg", f"--data_path={data_path}", f"--epochs={epochs}", f"--seed={seed}",
                f"--mirror_gradient={mg}", "--show_progress=False", f"--checkpoint_dir={workdir}/saved",
-               f"--build_dir={workdir}/datasets"]
+               f"--build_dir={workdir}/datasets"] + ([f"--valid_metric={valid_metric}"] if valid_metric else [])
     text, seconds, rss = run(command, workdir, threads, timeout)
     return text, seconds, rss, lambda: test_metrics(text, "test result")
 
@@ -163,6 +168,8 @@ def main():
     parser.add_argument("--curves", action="store_true",
                         help="with --accuracy: print both sides' training loss and validation score per epoch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[999, 1, 2])
+    parser.add_argument("--valid_metric", help="our model selection metric, e.g. recall@20 (default: the "
+                                               "reference's valid_metric; without one, the MG preset's recall@5)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data_path", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument("--timeout", type=int, default=7200)
@@ -171,7 +178,9 @@ def main():
     workdir = tempfile.mkdtemp(prefix="vs_reference-")
     reference = ("MMRec" if release.kind == "mmrec" else "release") if release else None
     sides = [(reference, release)] if release else []
-    sides.append(("ours", lambda *a: ours(*a, data_path=os.path.abspath(args.data_path), workdir=workdir)))
+    valid_metric = args.valid_metric or (release.valid_metric if release else None)
+    sides.append(("ours", lambda *a: ours(*a, data_path=os.path.abspath(args.data_path), workdir=workdir,
+                                          valid_metric=valid_metric)))
     mg_settings = {"on": [True], "off": [False], "both": [True, False]}[args.mg]
 
     speed = []
@@ -209,7 +218,8 @@ def main():
                     f"{statistics.mean(r[m] for r in results):.4f} ± "
                     f"{statistics.stdev(r[m] for r in results) if len(results) > 1 else 0:.4f}" for m in METRICS])
         print(f"\nTest metrics on tiktok, MG {'on' if mg_settings[0] else 'off'}, trained to early stopping (at most "
-              f"{args.accuracy_epochs} epochs), seeds {args.seeds}")
+              f"{args.accuracy_epochs} epochs), seeds {args.seeds}, best epoch selected on "
+              f"{valid_metric or 'the MG preset valid_metric'}")
         print(tabulate(rows, headers=["model", "side", *METRICS], tablefmt="github"))
         if args.curves:
             for (model, seed), texts in logs.items():
