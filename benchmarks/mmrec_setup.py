@@ -41,7 +41,7 @@ def edit(path, change):
 def first_values(text):
     out = []
     for line in text.splitlines():
-        m = re.match(r"^(\w+):\s*\[(.*)\]\s*$", line)
+        m = re.match(r"^(\w+)\s*:\s*\[(.*)\]\s*$", line)  # MMRec writes "dropout_rate : [0, 0.1]" too
         if m and m.group(1) not in ("hyper_parameters", "weight_size", "mlp_hidden_size", "learning_rate_scheduler"):
             line = f"{m.group(1)}: [{m.group(2).split(',')[0].strip()}]"
         out.append(line)
