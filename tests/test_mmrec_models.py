@@ -305,12 +305,13 @@ def test_damrs_weights_follow_the_views_agreement():
     kl = lambda x, y: x * x.log() - x * y.log() + (1 - x) * (1 - x).log() - (1 - x) * (1 - y).log()  # noqa: E731
     assert torch.allclose(symmetric_bernoulli_kl(a, b), kl(p, q) + kl(q, p))  # MMRec's two terms, summed
     assert torch.isfinite(symmetric_bernoulli_kl(torch.tensor([40.0]), torch.tensor([-40.0]))).all()
-    views = [torch.softmax(torch.randn(30, 200), dim=1) for _ in range(3)]
-    shared, own = DAMRS.pseudo_labels(views[2], sum(views))
-    mm_positive = torch.topk(views[0] + views[1] + views[2] + views[2], 10, dim=-1).indices  # MMRec's, written out
-    single = torch.topk(views[2].clone().scatter_(1, mm_positive, 0), 10, dim=-1).indices
-    assert torch.equal(shared.sort(1).values, mm_positive.sort(1).values)
-    assert torch.equal(own.sort(1).values, single.sort(1).values)
+    similarities = [torch.rand(30, 200) * 2 - 1 for _ in range(3)]  # cosines
+    views = [torch.softmax(s, dim=1) for s in similarities]
+    for k, (shared, own) in enumerate(DAMRS.pseudo_labels(similarities)):
+        mm_positive = torch.topk(sum(views) + views[k], 10, dim=-1).indices  # MMRec's, written out
+        single = torch.topk(views[k].clone().scatter_(1, mm_positive, 0), 10, dim=-1).indices
+        assert torch.equal(shared.sort(1).values, mm_positive.sort(1).values)
+        assert torch.equal(own.sort(1).values, single.sort(1).values)
     u = torch.full((2, 3), 5.0)
     agree = [torch.full((2, 3), 5.0)] * 3
     disagree = [torch.full((2, 3), 5.0), torch.full((2, 3), -5.0), torch.full((2, 3), 5.0)]
@@ -323,6 +324,34 @@ def test_damrs_weights_follow_the_views_agreement():
     split = [torch.full((2, 3), 5.0), torch.full((2, 3), -5.0), torch.full((2, 3), -5.0)]
     _, pushed = DAMRS.feedback_weights(u, split, [torch.zeros(2, 3)] * 3)
     assert torch.allclose(pushed, torch.full((2,), 0.5), atol=1e-3)
+
+
+def test_damrs_neighbour_discrimination_equals_mmrecs_written_out():
+    """The discrimination's denominators come from the similarities computed once for the pseudo-labels
+    (``exp_product_sums`` with the caller's exp): value and gradients equal MMRec's form written out."""
+    from recbole_robust.model.general_recommender.damrs import DAMRS
+
+    torch.manual_seed(0)
+    h = torch.randn(60, 8, dtype=torch.float64, requires_grad=True)
+    batch = torch.tensor([3, 7, 8, 20, 41])
+    shared, own = torch.randint(0, 60, (5, 10)), torch.randint(0, 60, (5, 10))
+
+    def mmrec(h):
+        normed = F.normalize(h, dim=1)
+        anchors = normed[batch]
+        total = torch.exp(anchors @ normed.T / 0.2).sum(1)
+        shared_score = torch.exp((anchors[:, None] * normed[shared]).sum(-1) / 0.2).sum(1)
+        own_score = torch.exp((anchors[:, None] * normed[own]).sum(-1) / 0.2).sum(1)
+        return (-torch.log(shared_score / total + 1e-9) - torch.log(own_score / (total - shared_score) + 1e-9)).mean()
+
+    expected = mmrec(h)
+    expected_grad, = torch.autograd.grad(expected, h)
+    normed = F.normalize(h, dim=1)
+    with torch.no_grad():
+        exp_similarity = torch.exp(normed[batch] @ normed.T / 0.2)
+    loss = DAMRS.neighbour_discrimination(shared, own, normed[batch], normed, exp_similarity)
+    grad, = torch.autograd.grad(loss, h)
+    assert torch.allclose(loss, expected, rtol=1e-9) and torch.allclose(grad, expected_grad, rtol=1e-7, atol=1e-12)
 
 
 def test_mvgae_encoder_and_fusion_equal_the_dense_formulas(fast):

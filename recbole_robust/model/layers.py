@@ -5,7 +5,9 @@ graphs they propagate over are built by the data layer (``data/graphs.py``).
   backward pass;
 * ``LightGCNEncoder``: LightGCN's mean of propagated layers on the split's normalised user-item graph;
   ``EdgePruning`` and ``EdgeDropout``: its pruned (FREEDOM, LayerGCN) and edge-dropout (SelfCF) versions;
-* ``SparseMeanConv``: mean aggregation over neighbours as one sparse-dense product (MMGCN).
+* ``SparseMeanConv``: mean aggregation over neighbours as one sparse-dense product (MMGCN);
+* ``exp_product_sums``: the row sums of ``exp(a @ b.T)``, contrastive losses' denominators (the InfoNCE of MGCN,
+  SMORE, LGMRec and PGL; DAMRS's neighbour discrimination).
 
 GRCN's per-edge layers (routing, attention) are PyTorch Geometric ``MessagePassing`` layers
 (``message_passing.py``). Fixed, normalised aggregations are sparse-dense products on CSR matrices: on the CPU
@@ -63,6 +65,50 @@ def sparse_product(adjacency, x):
 def graph_product(adjacency, x, adjacency_t=None):
     """``adjacency @ x`` for a fixed CSR graph; ``adjacency_t`` its transpose (``None``: symmetric)."""
     return _FixedGraphProduct.apply(adjacency, adjacency if adjacency_t is None else adjacency_t, x)
+
+
+class _ExpProductSums(torch.autograd.Function):
+    """``s_u = sum_v c_v exp(a_u . b_v)`` (see ``exp_product_sums``), in float32 or wider (autocast off, as
+    ``custom_fwd(cast_inputs=float32)``).
+
+    One [U, V] matrix is made (the products, exponentiated in place) and kept for the backward pass, which scales the
+    small [U, d] / [V, d] factors instead of the matrix: ``grad_a = g * (P @ (c * b))``, ``grad_b = c * (P^T @ (g *
+    a))``. Autograd's own version makes three more [U, V] tensors (the exp's output, the sum's expanded gradient,
+    the exp's gradient); each is a fresh allocation, page-faulted in (on the CPU a new 16 MiB tensor costs more than
+    the exp computed into it)."""
+
+    @staticmethod
+    def forward(ctx, a, b, col_weights, exp_products):
+        ctx.dtypes = a.dtype, b.dtype
+        dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+        col_weights = None if col_weights is None else col_weights.to(dtype)
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            a, b = a.to(dtype), b.to(dtype)
+            products = torch.mm(a, b.T).exp_() if exp_products is None else exp_products.to(dtype)
+            sums = products.sum(1) if col_weights is None else products @ col_weights
+        ctx.save_for_backward(a, b, products, col_weights)
+        return sums
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, products, col_weights = ctx.saved_tensors
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            coef = grad.to(products.dtype).unsqueeze(1)
+            grad_a = coef * (products @ (b if col_weights is None else col_weights.unsqueeze(1) * b))
+            grad_b = products.T @ (coef * a)
+            if col_weights is not None:
+                grad_b = col_weights.unsqueeze(1) * grad_b
+        return grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]), None, None
+
+
+def exp_product_sums(a, b, col_weights=None, exp_products=None):
+    """``[U]``: ``sum_v c_v exp(a_u . b_v)`` of the rows of ``a`` [U, d] against the rows of ``b`` [V, d], with
+    column weights ``c`` [V] (``None``: all 1), differentiable in ``a`` and ``b``, in float32 under mixed precision.
+
+    ``exp_products``: ``exp(a @ b.T)``, when the caller has it already (computed without gradient); it is kept for
+    the backward pass and must not be changed before it. The caller keeps each logit small (unit rows over a
+    temperature): no maximum is subtracted."""
+    return _ExpProductSums.apply(a, b, col_weights, exp_products)
 
 
 class SparseMeanConv(nn.Module):

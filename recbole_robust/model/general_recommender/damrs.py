@@ -45,7 +45,7 @@ from torch import nn
 
 from recbole_robust.data.graphs import agreeing_knn_graphs, csr_transpose, item_behaviour_graph
 from recbole_robust.model.cache import FullSortCache, PropagatedScores
-from recbole_robust.model.layers import LightGCNEncoder, graph_product
+from recbole_robust.model.layers import LightGCNEncoder, exp_product_sums, graph_product
 
 PSEUDO_LABELS = 10  # neighbours taken as positives per set (MMRec's port)
 TEMPERATURE = 0.2
@@ -119,22 +119,36 @@ class DAMRS(PropagatedScores, GeneralRecommender):
 
     @staticmethod
     @torch.no_grad()
-    def pseudo_labels(probability, total, buffer=None):
-        """The view's two sets of pseudo-labelled neighbours [batch, 10]: the items with the highest sum of the other
-        views' probabilities plus twice this view's (``total + probability``, ``total`` the sum over the views; into
-        ``buffer`` where given), and the next 10 by this view alone (the first 10 of its top 20 that are not in the
-        first set)."""
-        shared = torch.topk(torch.add(total, probability, out=buffer), PSEUDO_LABELS, dim=-1).indices
-        candidates = torch.topk(probability, 2 * PSEUDO_LABELS, dim=-1).indices
-        fresh = ~(candidates[:, :, None] == shared[:, None, :]).any(-1)
-        order = torch.sort((~fresh).to(torch.int8), dim=1, stable=True).indices[:, :PSEUDO_LABELS]
-        return shared, candidates.gather(1, order)
+    def pseudo_labels(similarities):
+        """Each view's two sets of pseudo-labelled neighbours [batch, 10] (module docstring), from its cosine
+        similarities [batch items, n_items] of the batch's items to every item: the items with the highest sum of the
+        other views' probabilities plus twice this view's (probabilities: the softmax of a row), and the next 10 by
+        this view alone (the first 10 of its top 20 that are not in the first set).
+
+        Two [batch items, n_items] buffers serve every view: the softmax is recomputed (an ``exp`` in place) rather
+        than kept per view; on the CPU a fresh tensor of that size costs more to page in than the ``exp``."""
+        probability, total = torch.empty_like(similarities[0]), torch.zeros_like(similarities[0])
+
+        def softmax(similarity):  # cosines lie in [-1, 1]: no maximum to subtract
+            torch.exp(similarity, out=probability)
+            return probability.div_(probability.sum(1, keepdim=True))
+
+        for similarity in similarities:
+            total.add_(softmax(similarity))
+        labels = []
+        for similarity in similarities:
+            candidates = torch.topk(softmax(similarity), 2 * PSEUDO_LABELS, dim=-1).indices
+            shared = torch.topk(probability.add_(total), PSEUDO_LABELS, dim=-1).indices
+            fresh = ~(candidates[:, :, None] == shared[:, None, :]).any(-1)
+            order = torch.sort((~fresh).to(torch.int8), dim=1, stable=True).indices[:, :PSEUDO_LABELS]
+            labels.append((shared, candidates.gather(1, order)))
+        return labels
 
     @staticmethod
-    def neighbour_discrimination(shared, own, scaled_similarity, anchors, normed):
+    def neighbour_discrimination(shared, own, anchors, normed, exp_similarity):
         """InfoNCE of the batch's items (``anchors``, normalised) against their pseudo-labelled neighbours in one view
-        (module docstring); ``scaled_similarity`` is ``anchors @ normed.T / TEMPERATURE``."""
-        total = torch.exp(scaled_similarity).sum(1)
+        (module docstring); ``exp_similarity`` is ``exp(anchors @ normed.T / TEMPERATURE)`` (without gradient)."""
+        total = exp_product_sums(anchors / TEMPERATURE, normed, exp_products=exp_similarity)
         shared_score = torch.exp((anchors[:, None] * normed[shared]).sum(-1) / TEMPERATURE).sum(1)
         own_score = torch.exp((anchors[:, None] * normed[own]).sum(-1) / TEMPERATURE).sum(1)
         loss = -torch.log(shared_score / total + 1e-9) - torch.log(own_score / (total - shared_score) + 1e-9)
@@ -157,22 +171,18 @@ class DAMRS(PropagatedScores, GeneralRecommender):
         users, items, views = self.forward()
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         batch_users, batch_items = torch.unique(user), torch.unique(torch.cat([pos, neg]))
-        # each view's cosine similarities of the batch's items to every item / TEMPERATURE, computed once (the
-        # temperature folded into the product): the pseudo-labels' softmax (without gradient) and the denominators
+        # each view's cosine similarities of the batch's items to every item [batch items, n_items], computed once
+        # (in float32, without gradient): the pseudo-labels' softmax, then, exponentiated over the temperature in
+        # place, the discrimination's denominators (whose backward pass keeps them)
         normed = {v: F.normalize(h, dim=1) for v, h in views.items()}
         anchors = {v: n[batch_items] for v, n in normed.items()}
-        scaled = {v: (anchors[v] / TEMPERATURE) @ normed[v].T for v in views}
-        with torch.no_grad():  # [batch items, n_items] each: summed in place, one buffer for the views' sums
-            probabilities = {v: F.softmax(s.detach() * TEMPERATURE, dim=1) for v, s in scaled.items()}
-            first, *rest = probabilities.values()
-            total = first.clone()
-            for probability in rest:
-                total.add_(probability)
-            buffer = torch.empty_like(total)
-            labels = {v: self.pseudo_labels(probabilities[v], total, buffer) for v in views}
-            del probabilities, total, buffer  # freed before the discrimination's own [batch items, n_items] tensors
-        discrimination = sum(self.neighbour_discrimination(*labels[v], scaled[v], anchors[v], normed[v])
-                             for v in views) / len(views)
+        with torch.no_grad(), torch.autocast(device_type=user.device.type, enabled=False):
+            similarities = [torch.mm(anchors[v].float(), normed[v].float().T) for v in views]
+            labels = self.pseudo_labels(similarities)
+            for similarity in similarities:
+                similarity.div_(TEMPERATURE).exp_()
+        discrimination = sum(self.neighbour_discrimination(*labels[k], anchors[v], normed[v], similarities[k])
+                             for k, v in enumerate(views)) / len(views)
         u = users[batch_users]
         content = torch.stack(list(views.values())).mean(0)
         logit_graph = u @ F.normalize(items[batch_items], dim=-1).T

@@ -40,49 +40,9 @@ from torch import nn
 
 from recbole_robust.data.graphs import csr_transpose, similarity_knn_graph, user_item_block
 from recbole_robust.model.cache import BPRPropagation, FullSortCache
-from recbole_robust.model.layers import LightGCNEncoder, graph_product
+from recbole_robust.model.layers import LightGCNEncoder, exp_product_sums, graph_product
 
 TEMPERATURE = 0.2
-
-
-class _LogSumExpRows(torch.autograd.Function):
-    """``sum_u w_u log sum_v c_v exp(a_u . b_v)``: InfoNCE's denominator term, with row weights ``w`` and candidate
-    weights ``c`` (``None``: all 1), computed in float32 or wider (autocast off, as
-    ``custom_fwd(cast_inputs=float32)``).
-
-    One [U, V] matrix is made (the products, exponentiated in place) and kept for the backward pass, which scales the
-    small [U, d] / [V, d] factors instead of the matrix: ``grad_a = coef * (P @ (c * b))``, ``grad_b = c * (P^T @
-    (coef * a))`` with ``coef = grad * w / denominator``. Autograd's own version makes three more [U, V] tensors (the
-    exp's output, the sum's expanded gradient, the exp's gradient); each is a fresh allocation, page-faulted in
-    (on the CPU a new 16 MiB tensor costs more than the exp computed into it)."""
-
-    @staticmethod
-    def forward(ctx, a, b, row_weights, col_weights):
-        ctx.dtypes = a.dtype, b.dtype
-        dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
-        row_weights, col_weights = (None if w is None else w.to(dtype) for w in (row_weights, col_weights))
-        with torch.autocast(device_type=a.device.type, enabled=False):
-            a, b = a.to(dtype), b.to(dtype)
-            products = torch.mm(a, b.T).exp_()
-            denominator = products.sum(1) if col_weights is None else products @ col_weights
-            logs = denominator.log()
-            out = logs.sum() if row_weights is None else logs @ row_weights
-        ctx.save_for_backward(a, b, products, denominator, row_weights, col_weights)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, b, products, denominator, row_weights, col_weights = ctx.saved_tensors
-        with torch.autocast(device_type=a.device.type, enabled=False):
-            coef = grad.to(denominator.dtype) / denominator
-            if row_weights is not None:
-                coef = coef * row_weights
-            coef = coef.unsqueeze(1)
-            grad_a = coef * (products @ (b if col_weights is None else col_weights.unsqueeze(1) * b))
-            grad_b = products.T @ (coef * a)
-            if col_weights is not None:
-                grad_b = col_weights.unsqueeze(1) * grad_b
-        return grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]), None, None
 
 
 def info_nce(view1, view2, rows=None, temperature=TEMPERATURE, candidates=None, reduction="mean"):
@@ -109,9 +69,8 @@ def info_nce(view1, view2, rows=None, temperature=TEMPERATURE, candidates=None, 
         candidates, col_weights = view2, counts
     else:
         candidates, col_weights = F.normalize(candidates, dim=1), None
-    positives = (view1 * view2).sum(-1)
-    positives = (positives if counts is None else positives * counts).sum()
-    loss = _LogSumExpRows.apply(view1, candidates, counts, col_weights) - positives
+    terms = exp_product_sums(view1, candidates, col_weights).log() - (view1 * view2).sum(-1)
+    loss = terms.sum() if counts is None else (terms * counts).sum()
     return loss if reduction == "sum" else loss / n
 
 
