@@ -35,7 +35,9 @@ Where this port differs from MMRec's: the behaviour graph is built from the trai
 computed as ``(p - q)(logit_p - logit_q)``, the same sum of the two KLs (MMRec's ``p log p`` is NaN where a sigmoid
 saturates to 1); the unused feature
 projections of MMRec's port are left out; the graphs are built in blocks (MMRec's builds two dense n_items^2
-similarity matrices).
+similarity matrices); each view's similarities of the batch's items to every item are computed once, in float32
+(under mixed precision too), for the pseudo-labels and the discrimination's denominators (MMRec's computes them
+twice).
 """
 import torch
 import torch.nn.functional as F
