@@ -147,8 +147,8 @@ def main():
         with torch.no_grad():
             (ou, oi), (ru, ri) = ours.forward(), ref.forward(ref.norm_adj)
         scale = max(ru.abs().max(), ri.abs().max())
-        print(f"{title}: final embeddings, largest difference {max((ou[1:] - ru[users]).abs().max(), (oi[1:] - ri[items]).abs().max()):.3g}"
-              f" (largest value {scale:.3g})")
+        difference = max((ou[1:] - ru[users]).abs().max(), (oi[1:] - ri[items]).abs().max())
+        print(f"{title}: final embeddings, largest difference {difference:.3g} (largest value {scale:.3g})")
         ours.train(), ref.train()
         ours.zero_grad(), ref.zero_grad()
         user, pos, neg = batch
@@ -166,6 +166,7 @@ def main():
               f"difference of a parameter's gradient {worst:.3g} ({where})")
 
     batch = next(iter(mtrain))
+    mtrain.pr = 0  # MMRec's loader restarts an epoch only at its end: its first epoch keeps every batch
     compare("own graphs")
     ours_trainer = get_trainer(config["MODEL_TYPE"], args.model)(config, ours)
     mmrec_trainer = get_mmrec_trainer()(mconfig, ref, False)
